@@ -1,0 +1,1 @@
+"""Datasets, label maps, transforms, the synthetic benchmark and ``iccld prepare``."""
