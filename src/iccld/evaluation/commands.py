@@ -1,0 +1,98 @@
+"""``iccld evaluate``, ``iccld predict`` and ``iccld score``."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+from ..config import load_config
+from ..data.labels import SYNTHIA13, SYNTHIA16
+from ..errors import ConfigError, DataError
+from ..utils import atomic_write_text
+from .loading import load_models, pick_device
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def _subsets_for(config) -> dict | None:
+    if config is not None and config.data.source.kind == "synthia":
+        return {"miou16": SYNTHIA16, "miou13": SYNTHIA13}
+    return None
+
+
+def evaluate_command(args) -> int:
+    from ..data.build import build_dataset
+    from .evaluate import evaluate_model
+    from .report import format_table
+
+    loaded = load_models(args.checkpoint, args.which)
+    if args.config:
+        config = load_config(args.config, args.overrides)
+    elif loaded.config is not None:
+        config = loaded.config
+        if args.overrides:
+            raise ConfigError("overrides need --config (the checkpoint's own config is used as saved)")
+    else:
+        raise ConfigError(f"{args.checkpoint}: a save_pretrained folder has no dataset config; pass --config")
+    val_cfg = dataclasses.replace(config.data.val, split=args.split)
+    dataset = build_dataset(val_cfg, train=False, labelled=True, crop_size=tuple(config.data.crop_size),
+                            cat_max_ratio=1.0, flip=False, skip_bad=config.data.skip_bad)
+    path = "direct" if args.direct else loaded.inference_path
+    device = pick_device()
+    results = {}
+    for label, model in loaded.models.items():
+        model.to(device)
+        cm = evaluate_model(model, dataset, device=device, path=path, steps=args.steps, samples=args.samples,
+                            seed=args.seed, slide=args.slide, window=tuple(config.data.crop_size),
+                            max_images=args.max_images)
+        results[label] = cm.summary(_subsets_for(config))
+        print(f"\n{args.checkpoint} [{label}, {path} path, {len(dataset) if not args.max_images else args.max_images}"
+              f" images of {val_cfg.root} {args.split}]")
+        print(format_table(results[label]))
+    if args.json:
+        payload = results[next(iter(results))] if len(results) == 1 else results
+        atomic_write_text(Path(args.json), json.dumps(payload, indent=2))
+    return 0
+
+
+def score_command(args) -> int:
+    from .report import format_table
+    from .score import score_folders
+
+    summary = score_folders(args.pred, args.gt, subsets=args.subsets)
+    print(format_table(summary))
+    if args.json:
+        atomic_write_text(Path(args.json), json.dumps(summary, indent=2))
+    return 0
+
+
+def _collect_images(inputs: list[str]) -> list[Path]:
+    images = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise DataError(f"{p}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+            images.extend(found)
+        elif p.is_file():
+            images.append(p)
+        else:
+            raise DataError(f"{p}: no such image or folder")
+    return images
+
+
+def predict_command(args) -> int:
+    from .predict import predict_images
+
+    images = _collect_images(args.inputs)
+    loaded = load_models(args.checkpoint, args.which)
+    model = loaded.models[args.which].to(pick_device())
+    path = "direct" if args.direct else loaded.inference_path
+    written = predict_images(model, images, Path(args.out), path=path, steps=args.steps, samples=args.samples,
+                             seed=args.seed, overwrite=args.overwrite)
+    print(f"wrote {len(written)} files for {len(images)} images to {args.out}", file=sys.stderr)
+    return 0
+

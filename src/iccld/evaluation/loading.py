@@ -1,0 +1,61 @@
+"""Load trained models for inference from a run folder, a last.ckpt or a save_pretrained folder."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..config import Config, from_dict
+from ..errors import CheckpointError
+from ..training.checkpoint import load_checkpoint, read_training_info, resolve_checkpoint
+
+
+@dataclass
+class LoadedModels:
+    models: dict[str, nn.Module]  # "model" and/or "ema"
+    config: Config | None  # the training config, when the checkpoint has one
+    inference_path: str  # "direct" (D(z0)) or "diffusion" (D(sample(z0)))
+    method: str
+
+
+def load_models(checkpoint: str, which: str = "ema") -> LoadedModels:
+    """``which`` is model | ema | both. A save_pretrained folder holds one model (the EMA model of a
+    finished run), which serves every ``which`` but ``both``."""
+    from ..models import ICCLD, build_model
+
+    ref = resolve_checkpoint(checkpoint)
+    wanted = ("model", "ema") if which == "both" else (which,)
+    if ref.kind == "pretrained":
+        if which == "both":
+            raise CheckpointError(f"{ref.path}: a save_pretrained folder holds one model; use --which ema "
+                                  "or point to the run folder's last.ckpt for both")
+        model = ICCLD.from_pretrained(ref.path)
+        info = read_training_info(ref.path)
+        return LoadedModels({which: model.eval()}, None, info.get("inference_path", "diffusion"),
+                            info.get("method", "unknown"))
+    state = load_checkpoint(ref.path)
+    config = from_dict(state["config"], str(ref.path))
+    models = {}
+    for label in wanted:
+        model = build_model(_without_pretrained(config).model)
+        try:
+            model.load_state_dict(state["ema_model" if label == "ema" else "model"])
+        except RuntimeError as exc:
+            raise CheckpointError(f"{ref.path}: weights do not fit the saved model config "
+                                  f"({str(exc).splitlines()[0][:160]})") from None
+        models[label] = model.eval()
+    path = "diffusion" if config.method.name == "stage2" else "direct"
+    return LoadedModels(models, config, path, config.method.name)
+
+
+def _without_pretrained(config: Config) -> Config:
+    """The checkpoint holds every weight: do not fetch the ImageNet backbone again."""
+    import dataclasses
+
+    return dataclasses.replace(config, model=dataclasses.replace(config.model, pretrained=""))
+
+
+def pick_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -1,0 +1,72 @@
+"""Segment images of any size and write the train-id PNG, a colour PNG, an overlay and, with several
+noise draws, an uncertainty heat map."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..data.io import read_image, write_png
+from ..data.labels import colorize
+from ..data.transforms import normalize
+from ..errors import DataError
+
+
+def _heatmap(values: np.ndarray) -> np.ndarray:
+    """(H, W) float -> (H, W, 3) uint8 with matplotlib's magma map, scaled to the image's range."""
+    from matplotlib import colormaps
+
+    lo, hi = float(values.min()), float(values.max())
+    scaled = (values - lo) / (hi - lo) if hi > lo else np.zeros_like(values)
+    return (colormaps["magma"](scaled)[..., :3] * 255).astype(np.uint8)
+
+
+def output_paths(out: Path, image: Path, with_uncertainty: bool) -> dict[str, Path]:
+    stem = image.stem
+    paths = {"trainid": out / f"{stem}_trainid.png", "color": out / f"{stem}_color.png",
+             "overlay": out / f"{stem}_overlay.png"}
+    if with_uncertainty:
+        paths["uncertainty"] = out / f"{stem}_uncertainty.png"
+    return paths
+
+
+@torch.no_grad()
+def predict_images(model: nn.Module, images: list[Path], out: Path, *, path: str = "diffusion",
+                   steps: int | None = None, samples: int = 1, seed: int = 0,
+                   overwrite: bool = False) -> list[Path]:
+    """Writes the outputs of every image into ``out``; refuses to replace existing files (or an
+    input image) unless ``overwrite``."""
+    out = Path(out)
+    plans = [(img, output_paths(out, img, samples > 1)) for img in images]
+    inputs = {img.resolve() for img in images}
+    names: dict[Path, Path] = {}
+    for img, paths in plans:
+        for p in paths.values():
+            if p.resolve() in inputs:
+                raise DataError(f"{p}: would overwrite an input image; choose another --out")
+            if p in names:
+                raise DataError(f"{img} and {names[p]} would both write {p}; give them different names")
+            names[p] = img
+            if p.exists() and not overwrite:
+                raise DataError(f"{p}: exists; pass --overwrite to replace outputs in {out}")
+    out.mkdir(parents=True, exist_ok=True)
+    device = next(model.parameters()).device
+    written = []
+    for index, (img, paths) in enumerate(plans):
+        rgb = read_image(img)  # (H, W, 3) uint8
+        x = normalize(rgb).unsqueeze(0).to(device)  # (1, 3, H, W)
+        generator = torch.Generator().manual_seed(seed * 1_000_003 + index)
+        pred = model.predict(x, steps=steps, samples=samples, generator=generator, diffusion=(path == "diffusion"))
+        label = pred.logits.argmax(1)[0].cpu().numpy().astype(np.uint8)  # (H, W)
+        color = colorize(label)
+        overlay = (0.5 * rgb + 0.5 * color).astype(np.uint8)
+        write_png(paths["trainid"], label)
+        write_png(paths["color"], color)
+        write_png(paths["overlay"], overlay)
+        if "uncertainty" in paths:
+            write_png(paths["uncertainty"], _heatmap(pred.uncertainty[0].float().cpu().numpy()))
+        written.extend(paths.values())
+    return written

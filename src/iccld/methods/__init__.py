@@ -1,0 +1,75 @@
+"""Training objectives. Each is a :class:`~iccld.methods.base.Method` run by the one trainer."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from ..config import Config
+from ..errors import CheckpointError, ConfigError
+from .base import Method
+from .stage1 import Stage1
+from .stage2 import Stage2
+from .supervised import Oracle, SourceOnly
+
+# fields of ModelConfig that change the shape of some weight; the rest (pretrained, dropout,
+# sampling_steps) may differ between stage 1 and stage 2
+ARCHITECTURE_FIELDS = ("backbone", "num_classes", "latent_channels", "latent_stride", "inter_coder",
+                       "skip_strides", "decoder_channels", "unet_channels", "unet_layers_per_block")
+
+
+def _stage1_weights(config: Config) -> dict:
+    """State dict of the stage-1 model stage 2 starts from, after checking the architecture."""
+    from ..models import ICCLD
+    from ..training.checkpoint import load_checkpoint, read_training_info, resolve_checkpoint
+
+    where = config.method.stage1_checkpoint
+    try:
+        ref = resolve_checkpoint(where)
+    except CheckpointError as exc:
+        raise ConfigError(f"method.stage1_checkpoint: {exc}") from None
+    if ref.kind == "ckpt":
+        state = load_checkpoint(ref.path)
+        model_cfg = state["config"]["model"]
+        info = {"method": state["config"]["method"]["name"]}
+        weights = state["ema_model" if config.method.stage1_weights == "ema" else "model"]
+    else:
+        loaded = ICCLD.from_pretrained(ref.path)
+        model_cfg, weights = dataclasses.asdict(loaded.config), loaded.state_dict()
+        info = read_training_info(ref.path)
+    if info.get("method") == "stage2":
+        raise ConfigError(f"method.stage1_checkpoint: {ref.path} is a stage-2 run; name a stage-1 run")
+    current = dataclasses.asdict(config.model)
+    diff = [f"{k}: {model_cfg.get(k)} vs {current[k]}" for k in ARCHITECTURE_FIELDS
+            if model_cfg.get(k) != current[k]]
+    if diff:
+        raise ConfigError(f"method.stage1_checkpoint: {ref.path} has a different architecture "
+                          f"({'; '.join(diff)}); use the same model settings as stage 1")
+    return weights
+
+
+def build_method(config: Config) -> Method:
+    """Config -> method with its networks. The only place method settings are read."""
+    from ..models import PatchDiscriminator, build_model
+
+    m = config.method
+    model = build_model(config.model)
+    if m.name == "source_only":
+        return SourceOnly(model, ema_alpha=m.ema_alpha)
+    if m.name == "oracle":
+        return Oracle(model, ema_alpha=m.ema_alpha)
+    stage1_kwargs = dict(ema_alpha=m.ema_alpha, pseudo_threshold=m.pseudo_threshold,
+                         pl_crop_top=m.pl_crop_top, pl_crop_bottom=m.pl_crop_bottom, mix_mode=m.mix,
+                         color_jitter_strength=m.color_jitter_strength,
+                         color_jitter_p=m.color_jitter_p, blur=m.blur)
+    if m.name == "stage1":
+        return Stage1(model, **stage1_kwargs)
+    if m.name == "stage2":
+        model.load_state_dict(_stage1_weights(config))
+        disc = PatchDiscriminator(config.model.latent_channels, m.disc_channels) if m.adversarial_weight > 0 else None
+        return Stage2(model, disc, diffusion_weight=m.diffusion_weight, seg_weight=m.seg_weight,
+                      adversarial_weight=m.adversarial_weight, freeze_decoder=m.freeze_decoder,
+                      pseudo_label_path=m.pseudo_label_path, **stage1_kwargs)
+    raise ConfigError(f"method.name: unknown method '{m.name}' (choices: source_only, stage1, stage2, oracle)")
+
+
+__all__ = ["Method", "SourceOnly", "Oracle", "Stage1", "Stage2", "build_method", "ARCHITECTURE_FIELDS"]

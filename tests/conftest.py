@@ -1,0 +1,33 @@
+"""Shared fixtures: a tiny synthetic benchmark and tiny training overrides."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
+
+
+@pytest.fixture(scope="session")
+def tiny_benchmark(tmp_path_factory) -> Path:
+    """A 16/8/6-image synthetic benchmark at 128x64, prepared like GTA5 -> Cityscapes."""
+    from iccld.data.synthetic import generate
+
+    out = tmp_path_factory.mktemp("bench") / "benchmark"
+    generate(out=out, seed=0, num_source=16, num_target=8, num_val=6, size=(128, 64), workers=1)
+    return out
+
+
+def tiny_overrides(bench: Path, iters: int = 2) -> list[str]:
+    """Data roots of the tiny benchmark and a schedule of a few iterations on 64x64 crops."""
+    return [f"data.source.root={bench / 'source'}", f"data.target.root={bench / 'target'}",
+            f"data.val.root={bench / 'target'}", f"trainer.max_iters={iters}", "trainer.batch_size=2",
+            "data.crop_size=[64,64]", "data.num_workers=0", "trainer.eval_interval=0",
+            "trainer.checkpoint_interval=1", "trainer.log_interval=1", "data.rcs_min_pixels=10",
+            "optim.warmup_iters=1"]

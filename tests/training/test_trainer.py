@@ -1,0 +1,177 @@
+"""The trainer: every shipped config runs, resume is exact, nothing is overwritten, faults are named."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+
+from iccld.config import load_config
+from iccld.errors import ConfigError, TrainingError
+from iccld.training.checkpoint import load_checkpoint
+from iccld.training.commands import run_training
+from iccld.training.trainer import Trainer
+
+from ..conftest import CONFIGS, tiny_overrides
+
+SYNTHETIC = CONFIGS / "synthetic"
+
+
+def train(config_path: Path, out: Path, overrides: list[str], **kwargs) -> int:
+    return run_training(load_config(config_path, overrides), out, progress=False, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def stage1_runs(tiny_benchmark, tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("stage1")
+    runs = {}
+    for name in ("stage1", "stage1_no_intercoder"):
+        assert train(SYNTHETIC / f"{name}.yaml", root / name, tiny_overrides(tiny_benchmark)) == 0
+        runs[name] = root / name
+    return runs
+
+
+@pytest.mark.parametrize("name", ["source_only", "oracle", "stage1"])
+def test_synthetic_baselines_run_and_write_a_run_folder(name, tiny_benchmark, tmp_path):
+    out = tmp_path / name
+    assert train(SYNTHETIC / f"{name}.yaml", out, tiny_overrides(tiny_benchmark)) == 0
+    for item in ("config.yaml", "last.ckpt", "results.json", "final/config.json", "final/model.safetensors",
+                 "final/training.json"):
+        assert (out / item).exists(), item
+    assert any((out / "logs").iterdir())
+    results = json.loads((out / "results.json").read_text())
+    assert results["iteration"] == 2 and results["method"] == name
+    assert 0 <= results["val"]["ema"]["miou"] <= 100
+    assert load_checkpoint(out / "last.ckpt")["iteration"] == 2
+
+
+@pytest.mark.parametrize("name,stage1", [("stage2", "stage1"), ("stage2_no_adv", "stage1"),
+                                         ("stage2_no_intercoder", "stage1_no_intercoder")])
+def test_synthetic_stage2_configs_run(name, stage1, stage1_runs, tiny_benchmark, tmp_path):
+    out = tmp_path / name
+    overrides = tiny_overrides(tiny_benchmark) + [f"method.stage1_checkpoint={stage1_runs[stage1]}"]
+    assert train(SYNTHETIC / f"{name}.yaml", out, overrides) == 0
+    state = load_checkpoint(out / "last.ckpt")
+    start = load_checkpoint(stage1_runs[stage1] / "last.ckpt")["ema_model"]
+    # E (and D, frozen by default) stay exactly the stage-1 EMA weights; eps_theta moves
+    for key, value in state["model"].items():
+        if key.startswith(("encoder.", "latent_head.", "decoder.")):
+            assert torch.equal(value, start[key]), key
+    moved = [k for k, v in state["model"].items() if k.startswith("denoiser.") and not torch.equal(v, start[k])]
+    assert moved
+    assert ("discriminator" in state) == (name != "stage2_no_adv")  # no critic without the adversarial term
+
+
+def test_stage2_refuses_a_stage1_run_of_another_architecture(stage1_runs, tiny_benchmark):
+    overrides = tiny_overrides(tiny_benchmark) + [f"method.stage1_checkpoint={stage1_runs['stage1']}",
+                                                  "model.inter_coder=false"]
+    with pytest.raises(ConfigError, match="different architecture.*inter_coder"):
+        Trainer(load_config(SYNTHETIC / "stage2.yaml", overrides), Path("unused"), progress=False)
+
+
+def test_stage2_refuses_a_missing_stage1_run(tiny_benchmark, tmp_path):
+    overrides = tiny_overrides(tiny_benchmark) + [f"method.stage1_checkpoint={tmp_path / 'nope'}"]
+    with pytest.raises(ConfigError, match="stage1_checkpoint.*nope"):
+        Trainer(load_config(SYNTHETIC / "stage2.yaml", overrides), tmp_path / "run", progress=False)
+
+
+def _paper_overrides(bench: Path, source_kind: str, source_root: Path) -> list[str]:
+    cpu = ["model.backbone=mit-tiny", "model.pretrained=", "model.latent_channels=16", "model.decoder_channels=64",
+           "model.unet_channels=[32,64]", "model.unet_layers_per_block=1", "data.source.resize=null",
+           "data.target.resize=null", "data.val.resize=null"]
+    return tiny_overrides(bench) + cpu + [f"data.source.root={source_root}", f"data.source.kind={source_kind}"]
+
+
+@pytest.mark.parametrize("family", ["gta5_cityscapes", "synthia_cityscapes"])
+def test_paper_configs_run_with_a_tiny_model(family, tiny_benchmark, tmp_path):
+    if family == "synthia_cityscapes":
+        from iccld.data.prepare import prepare_dataset
+
+        from ..data.fixtures import make_synthia
+
+        source_kind, source_root = "synthia", tmp_path / "synthia"
+        make_synthia(source_root, 6, (96, 80))
+        prepare_dataset("synthia", source_root, workers=1)
+    else:
+        source_kind, source_root = "gta5", tiny_benchmark / "source"
+    overrides = _paper_overrides(tiny_benchmark, source_kind, source_root)
+    for name in ("source_only", "stage1", "oracle"):
+        assert train(CONFIGS / family / f"{name}.yaml", tmp_path / name, overrides) == 0
+    stage2 = overrides + [f"method.stage1_checkpoint={tmp_path / 'stage1'}"]
+    assert train(CONFIGS / family / "stage2.yaml", tmp_path / "stage2", stage2) == 0
+    if family == "synthia_cityscapes":  # SYNTHIA runs report the 16- and 13-class means too
+        from iccld.cli import main
+
+        report = tmp_path / "eval.json"
+        assert main(["evaluate", "--checkpoint", str(tmp_path / "stage1"), "--json", str(report)]) == 0
+        assert {"miou16", "miou13"} <= set(json.loads(report.read_text()))
+
+
+# resume and run-folder safety ----------------------------------------------------------------
+
+def _interrupt_at(monkeypatch, iteration: int) -> None:
+    original = Trainer.train_step
+
+    def step(self, batch):
+        out = original(self, batch)
+        if self.iteration + 1 == iteration:  # the loop increments after train_step returns
+            self._stop_signal = signal.SIGTERM
+        return out
+
+    monkeypatch.setattr(Trainer, "train_step", step)
+
+
+def test_resume_after_3_of_6_iterations_is_bitwise_identical(tiny_benchmark, tmp_path, monkeypatch):
+    overrides = tiny_overrides(tiny_benchmark, iters=6) + ["data.num_workers=1"]
+    assert train(SYNTHETIC / "stage1.yaml", tmp_path / "straight", overrides) == 0
+    with monkeypatch.context() as m:
+        _interrupt_at(m, 3)
+        code = train(SYNTHETIC / "stage1.yaml", tmp_path / "resumed", overrides)
+    assert code == 128 + signal.SIGTERM
+    assert load_checkpoint(tmp_path / "resumed" / "last.ckpt")["iteration"] == 3
+    assert train(SYNTHETIC / "stage1.yaml", tmp_path / "resumed", overrides, resume=True) == 0
+    a = load_checkpoint(tmp_path / "straight" / "last.ckpt")
+    b = load_checkpoint(tmp_path / "resumed" / "last.ckpt")
+    assert a["iteration"] == b["iteration"] == 6
+    for part in ("model", "ema_model"):
+        for key in a[part]:
+            assert torch.equal(a[part][key], b[part][key]), f"{part}.{key}"
+
+
+def test_run_folder_is_never_overwritten_silently(tiny_benchmark, tmp_path):
+    out = tmp_path / "run"
+    overrides = tiny_overrides(tiny_benchmark)
+    assert train(SYNTHETIC / "source_only.yaml", out, overrides) == 0
+    with pytest.raises(TrainingError, match="already holds this run.*--resume.*--overwrite"):
+        train(SYNTHETIC / "source_only.yaml", out, overrides)
+    with pytest.raises(TrainingError, match="different config.*method.name"):
+        train(SYNTHETIC / "stage1.yaml", out, overrides, resume=True)
+    assert train(SYNTHETIC / "source_only.yaml", out, overrides, resume=True) == 0  # finished: no-op
+    (out / "notes.txt").write_text("mine")
+    assert train(SYNTHETIC / "stage1.yaml", out, overrides, overwrite=True) == 0
+    assert (out / "notes.txt").read_text() == "mine"  # --overwrite removes only what a run writes
+    assert json.loads((out / "results.json").read_text())["method"] == "stage1"
+
+
+def test_non_finite_loss_stops_with_the_iteration_and_term(tiny_benchmark, tmp_path, monkeypatch):
+    from iccld.methods.supervised import SourceOnly
+
+    original = SourceOnly.training_losses
+
+    def losses(self, batch, step, generator):
+        out = original(self, batch, step, generator)
+        if step == 1:
+            out["seg"] = out["seg"] * float("nan")
+        return out
+
+    monkeypatch.setattr(SourceOnly, "training_losses", losses)
+    overrides = tiny_overrides(tiny_benchmark, iters=3)
+    with pytest.raises(TrainingError, match="iteration 1: non-finite loss in seg"):
+        train(SYNTHETIC / "source_only.yaml", tmp_path / "nan", overrides)
+    assert load_checkpoint(tmp_path / "nan" / "last.ckpt")["iteration"] == 1  # last good one kept
+    assert train(SYNTHETIC / "source_only.yaml", tmp_path / "skip",
+                 overrides + ["trainer.skip_nonfinite=1"]) == 0
+    assert load_checkpoint(tmp_path / "skip" / "last.ckpt")["skipped_nonfinite"] == 1
