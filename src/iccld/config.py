@@ -84,7 +84,7 @@ class MethodConfig:
     pl_crop_bottom: int = 120
     mix: str = "class"  # class (ClassMix) | none
     color_jitter_strength: float = 0.2
-    color_jitter_p: float = 0.2
+    color_jitter_p: float = 0.2  # as DAFormer: jitter is *skipped* with this probability
     blur: bool = True
     # stage 2
     stage1_checkpoint: str = ""  # run folder, last.ckpt or save_pretrained folder of stage 1

@@ -15,7 +15,7 @@ from iccld.training.checkpoint import load_checkpoint
 from iccld.training.commands import run_training
 from iccld.training.trainer import Trainer
 
-from ..conftest import CONFIGS, tiny_overrides
+from conftest import CONFIGS, tiny_overrides
 
 SYNTHETIC = CONFIGS / "synthetic"
 
@@ -90,7 +90,7 @@ def test_paper_configs_run_with_a_tiny_model(family, tiny_benchmark, tmp_path):
     if family == "synthia_cityscapes":
         from iccld.data.prepare import prepare_dataset
 
-        from ..data.fixtures import make_synthia
+        from data.fixtures import make_synthia
 
         source_kind, source_root = "synthia", tmp_path / "synthia"
         make_synthia(source_root, 6, (96, 80))

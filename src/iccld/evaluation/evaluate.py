@@ -36,8 +36,7 @@ def evaluate_model(model: nn.Module, dataset, *, device: torch.device | str = "c
     was_training = model.training
     model.eval()
     num_classes = getattr(getattr(model, "config", None), "num_classes", NUM_CLASSES)
-    cm = ConfusionMatrix(num_classes=num_classes)
-    cm.matrix = cm.matrix.to(device)
+    cm = ConfusionMatrix(num_classes=num_classes).to(device)
     total = len(dataset) if max_images <= 0 else min(max_images, len(dataset))
     indices = range(rank, total, world_size)
     for index in tqdm(indices, desc="evaluate", disable=not progress, leave=False, mininterval=2):

@@ -1,0 +1,80 @@
+"""Whole-image and sliding-window inference around any ``predict_fn(x) -> logits``.
+
+``predict_fn`` maps a normalised (B, 3, h, w) batch to (B, C, h', w') logits; when (h', w') is not
+(h, w) the logits are resized bilinearly (align_corners=False), as mmsegmentation does.
+
+Sliding windows follow mmsegmentation's ``slide_inference``: windows start every ``stride``
+pixels, the last row/column of windows is shifted back to end at the image border, and overlapping
+logits are averaged with a count map. Where the image is smaller than the window [ours], the crop
+is zero-padded on the bottom/right to the full window (0 is the mean colour of a normalised image),
+so ``predict_fn`` always sees the window size, and the logits of the padding are dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+PredictFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _resize_to(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    if tuple(logits.shape[-2:]) == tuple(size):
+        return logits
+    return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+
+
+@torch.no_grad()
+def whole_inference(predict_fn: PredictFn, image: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) -> (B, C, H, W) logits from one call of ``predict_fn``."""
+    if image.ndim != 4:
+        raise ValueError(f"image must be (B, 3, H, W), got shape {tuple(image.shape)}")
+    return _resize_to(predict_fn(image), tuple(image.shape[-2:]))
+
+
+def window_starts(size: int, window: int, stride: int) -> list[int]:
+    """Start offsets of the windows along one axis (mmsegmentation's grid, last one flush)."""
+    count = max(size - window + stride - 1, 0) // stride + 1
+    starts = []
+    for i in range(count):
+        end = min(i * stride + window, size)
+        starts.append(max(end - window, 0))
+    return starts
+
+
+@torch.no_grad()
+def slide_inference(predict_fn: PredictFn, image: torch.Tensor, window: tuple[int, int],
+                    stride: tuple[int, int], num_classes: int) -> torch.Tensor:
+    """(B, 3, H, W) -> (B, num_classes, H, W) logits averaged over overlapping windows.
+
+    Args:
+        window: (h, w) of each crop given to ``predict_fn``.
+        stride: (h, w) step between crops; must not exceed the window, so every pixel is covered.
+    """
+    if image.ndim != 4:
+        raise ValueError(f"image must be (B, 3, H, W), got shape {tuple(image.shape)}")
+    (wh, ww), (sh, sw) = window, stride
+    if min(wh, ww, sh, sw) < 1:
+        raise ValueError(f"window {window} and stride {stride} must be positive")
+    if sh > wh or sw > ww:
+        raise ValueError(f"stride {stride} larger than window {window} would leave gaps")
+    batch, _, height, width = image.shape
+    logits = image.new_zeros((batch, num_classes, height, width), dtype=torch.float32)
+    count = image.new_zeros((1, 1, height, width), dtype=torch.float32)
+    for y1 in window_starts(height, wh, sh):
+        for x1 in window_starts(width, ww, sw):
+            y2, x2 = min(y1 + wh, height), min(x1 + ww, width)
+            crop = image[:, :, y1:y2, x1:x2]  # (B, 3, <=wh, <=ww)
+            ch, cw = crop.shape[-2:]
+            if (ch, cw) != (wh, ww):
+                crop = F.pad(crop, (0, ww - cw, 0, wh - ch))  # zero = mean colour
+            out = predict_fn(crop)  # (B, C, h', w')
+            if out.ndim != 4 or out.shape[1] != num_classes:
+                raise ValueError(f"predict_fn returned shape {tuple(out.shape)}, expected "
+                                 f"(B, {num_classes}, h, w)")
+            out = _resize_to(out.float(), (wh, ww))[:, :, :ch, :cw]  # (B, C, ch, cw)
+            logits[:, :, y1:y2, x1:x2] += out
+            count[:, :, y1:y2, x1:x2] += 1
+    return logits / count

@@ -1,0 +1,93 @@
+"""EMA arithmetic in closed form (DAFormer's warm-up decay), buffers, DDP unwrapping."""
+
+import pytest
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from iccld.uda.ema import copy_model, ema_decay, ema_update, unwrap
+
+
+def _set(model: nn.Module, value: float) -> None:
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(value)
+
+
+def test_decay_warm_up():
+    assert ema_decay(0.999, 0) == 0.0
+    assert ema_decay(0.999, 1) == 0.5
+    assert ema_decay(0.999, 2) == pytest.approx(2 / 3)
+    assert ema_decay(0.9, 9) == pytest.approx(0.9)  # 1 - 1/10 = 0.9
+    assert ema_decay(0.9, 100) == 0.9
+
+
+def test_closed_form_after_three_steps():
+    model = nn.Linear(3, 2)
+    ema = copy_model(model)
+    _set(ema, -7.0)  # whatever the teacher held, step 0 copies the model
+    values = [1.0, 3.0, 10.0]
+    for step, v in enumerate(values):
+        _set(model, v)
+        ema_update(ema, model, alpha=0.6, step=step)
+    # step 0: a=0 -> 1; step 1: a=0.5 -> 0.5*1 + 0.5*3 = 2; step 2: a=min(2/3, 0.6)=0.6 -> 0.6*2 + 0.4*10
+    expected = 0.6 * 2.0 + 0.4 * 10.0
+    for p in ema.parameters():
+        torch.testing.assert_close(p, torch.full_like(p, expected))
+    for p in model.parameters():  # the model is read, not written
+        torch.testing.assert_close(p, torch.full_like(p, 10.0))
+
+
+def test_returns_decay_and_rejects_bad_alpha():
+    model = nn.Linear(2, 2)
+    ema = copy_model(model)
+    assert ema_update(ema, model, alpha=0.99, step=1) == 0.5
+    with pytest.raises(ValueError):
+        ema_update(ema, model, alpha=1.0, step=1)
+
+
+def test_float_buffers_averaged_integer_buffers_copied():
+    model = nn.BatchNorm1d(4)
+    ema = copy_model(model)
+    model.running_mean.fill_(2.0)
+    model.num_batches_tracked.fill_(5)
+    ema_update(ema, model, alpha=0.9, step=1)  # alpha_t = 0.5
+    torch.testing.assert_close(ema.running_mean, torch.full((4,), 1.0))  # 0.5*0 + 0.5*2
+    assert int(ema.num_batches_tracked) == 5
+
+
+def test_copy_model_is_frozen_and_independent():
+    model = nn.Sequential(nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 1))
+    ema = copy_model(model)
+    assert all(not p.requires_grad for p in ema.parameters())
+    assert all(p.requires_grad for p in model.parameters())
+    before = [p.clone() for p in ema.parameters()]
+    _set(model, 4.0)  # no shared storage: the copy keeps its values
+    for p, b in zip(ema.parameters(), before):
+        torch.testing.assert_close(p, b)
+        assert not torch.equal(p, torch.full_like(p, 4.0))
+
+
+def test_mismatched_architectures_raise():
+    with pytest.raises(ValueError, match="different parameters"):
+        ema_update(nn.Linear(2, 2), nn.Sequential(nn.Linear(2, 2)), alpha=0.9, step=1)
+
+
+def test_works_through_ddp(tmp_path):
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        model = nn.parallel.DistributedDataParallel(nn.Linear(3, 2))
+        ema = copy_model(model)  # unwrapped copy
+        assert not isinstance(ema, nn.parallel.DistributedDataParallel)
+        assert unwrap(model) is model.module
+        _set(model.module, 2.0)
+        ema_update(ema, model, alpha=0.9, step=0)
+        for p in ema.parameters():
+            torch.testing.assert_close(p, torch.full_like(p, 2.0))
+        wrapped_ema = nn.parallel.DistributedDataParallel(copy_model(model.module).requires_grad_(True))
+        _set(model.module, 4.0)
+        ema_update(wrapped_ema, model, alpha=0.9, step=1)
+        for p in wrapped_ema.module.parameters():
+            torch.testing.assert_close(p, torch.full_like(p, 3.0))
+    finally:
+        dist.destroy_process_group()
