@@ -220,6 +220,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             node_exists = False
         if not node_exists:
             raise ConfigError(f"override '{item}': unknown key '{key}'{_suggest(key)}")
+        if value.strip() == "":  # `model.pretrained=` means the empty string, not null
+            value = "''"
         cfg = _merge_checked(cfg, OmegaConf.from_dotlist([f"{key}={value}"]), f"override '{item}'")
     config: Config = OmegaConf.to_object(cfg)  # type: ignore[assignment]
     validate(config)

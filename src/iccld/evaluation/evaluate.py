@@ -11,6 +11,7 @@ from __future__ import annotations
 from contextlib import nullcontext
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
@@ -52,6 +53,8 @@ def evaluate_model(model: nn.Module, dataset, *, device: torch.device | str = "c
                 logits = slide_inference(predict, image, window=win, stride=stride, num_classes=num_classes)
             else:
                 logits = whole_inference(predict, image)
+        if logits.shape[-2:] != label.shape[-2:]:  # labels are scored at their full resolution
+            logits = F.interpolate(logits.float(), size=label.shape[-2:], mode="bilinear", align_corners=False)
         cm.update(logits.argmax(1), label)
     cm.reduce_across_processes()
     model.train(was_training)

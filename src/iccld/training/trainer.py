@@ -73,6 +73,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.accelerator.mixed_precision == "fp16")
         self.iteration = 0
         self.skipped_nonfinite = 0
+        self.skipped_bad = 0  # unreadable training pairs passed over (data.skip_bad), all workers
         self._stop_signal: int | None = None
         self.history: list[dict] = []
         self.datasets = self._build_datasets()
@@ -135,7 +136,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
             "rng": rng_state(),
-            "data": {"sampler_iteration": self.iteration, "skipped_bad": self._skipped_bad()},
+            "data": {"sampler_iteration": self.iteration, "skipped_bad": self.skipped_bad},
             "skipped_nonfinite": self.skipped_nonfinite,
             "history": json.dumps(self.history),
         }
@@ -155,6 +156,7 @@ class Trainer:
             self.disc_optimizer.load_state_dict(state["disc_optimizer"])
         self.iteration = int(state["iteration"])
         self.skipped_nonfinite = int(state.get("skipped_nonfinite", 0))
+        self.skipped_bad = int(state.get("data", {}).get("skipped_bad", 0))
         self.history = json.loads(state.get("history", "[]"))
         set_rng_state(state["rng"])
 
@@ -164,7 +166,8 @@ class Trainer:
         self.accelerator.wait_for_everyone()
 
     def _skipped_bad(self) -> int:
-        return sum(int(getattr(ds, "num_skipped", 0)) for ds in self.datasets.values())
+        """Training pairs counted through the batches (workers' datasets are copies) + val pairs."""
+        return self.skipped_bad + int(getattr(self.datasets["val"], "num_skipped", 0))
 
     # the loop --------------------------------------------------------------------------------
 
@@ -290,6 +293,7 @@ class Trainer:
         try:
             while self.iteration < tc.max_iters:
                 batch = {name: self._to_device(next(stream)) for name, stream in streams.items()}
+                self.skipped_bad += sum(int(b["skipped"].sum()) for b in batch.values() if "skipped" in b)
                 logged = self.train_step(batch)
                 self.iteration += 1
                 bar.update(1)

@@ -1,0 +1,78 @@
+"""Datasets from config: the one place where DatasetConfig/DataConfig are read."""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+
+from ..config import DataConfig, DatasetConfig
+from ..errors import ConfigError
+from .base import SegmentationDataset
+from .cityscapes import CityscapesDataset
+from .folder import FolderDataset
+from .gta5 import GTA5Dataset
+from .rcs import RareClassDataset, load_class_stats
+from .synthia import SynthiaDataset
+from .transforms import EvalTransform, TrainTransform
+
+
+def build_dataset(cfg: DatasetConfig, *, train: bool, crop_size: Optional[Sequence[int]] = None,
+                  cat_max_ratio: float = 0.75, flip: bool = True, labelled: bool = True,
+                  skip_bad: bool = False, jitter: float = 0.0) -> SegmentationDataset:
+    """One dataset split as ``cfg`` describes it.
+
+    ``train=True`` gives random crops of ``crop_size`` (H, W) (required) after resizing to
+    ``cfg.resize``; ``train=False`` resizes the image only (labels stay full-size). ``labelled=False``
+    is the unlabelled target of UDA: no label files are needed and labels are all 255.
+    """
+    if not cfg.root:
+        raise ConfigError(f"data: the {cfg.kind} dataset has no root; set data.<part>.root to its folder")
+    if train:
+        if crop_size is None:
+            raise ConfigError("data.crop_size: required for a training dataset")
+        transform = TrainTransform(cfg.resize, crop_size, cat_max_ratio, flip, jitter)
+    else:
+        transform = EvalTransform(cfg.resize)
+    common = dict(labelled=labelled, skip_bad=skip_bad)
+    builders = {
+        "gta5": lambda: GTA5Dataset(cfg.root, transform, **common),
+        "synthia": lambda: SynthiaDataset(cfg.root, transform, **common),
+        "cityscapes": lambda: CityscapesDataset(cfg.root, cfg.split, transform, **common),
+        "folder": lambda: FolderDataset(cfg.root, _spec(cfg), cfg.split, transform, **common),
+    }
+    if cfg.kind not in builders:
+        raise ConfigError(f"data: dataset kind '{cfg.kind}' is not one of {', '.join(builders)}")
+    return builders[cfg.kind]()
+
+
+def _spec(cfg: DatasetConfig) -> str:
+    if not cfg.spec:
+        raise ConfigError("data: a folder dataset needs 'spec', the YAML describing its layout "
+                          "(see docs/datasets.md)")
+    return cfg.spec
+
+
+def build_source_dataset(data_cfg: DataConfig) -> torch.utils.data.Dataset:
+    """The labelled source training set, wrapped in rare class sampling when
+    ``data.rcs_temperature`` > 0 (that needs ROOT/sample_class_stats.json from ``iccld prepare``)."""
+    dataset = build_dataset(data_cfg.source, train=True, crop_size=data_cfg.crop_size,
+                            cat_max_ratio=data_cfg.cat_max_ratio, flip=data_cfg.flip,
+                            labelled=True, skip_bad=data_cfg.skip_bad)
+    if data_cfg.rcs_temperature <= 0:
+        return dataset
+    stats = load_class_stats(dataset.root, dataset.prepare_command)
+    return RareClassDataset(dataset, stats, temperature=data_cfg.rcs_temperature,
+                            min_pixels=data_cfg.rcs_min_pixels, min_crop_ratio=data_cfg.rcs_min_crop_ratio)
+
+
+def build_target_dataset(data_cfg: DataConfig, labelled: bool = False) -> SegmentationDataset:
+    """The target training set: unlabelled for UDA, ``labelled=True`` for the oracle."""
+    return build_dataset(data_cfg.target, train=True, crop_size=data_cfg.crop_size,
+                         cat_max_ratio=data_cfg.cat_max_ratio, flip=data_cfg.flip,
+                         labelled=labelled, skip_bad=data_cfg.skip_bad)
+
+
+def build_val_dataset(data_cfg: DataConfig) -> SegmentationDataset:
+    """The labelled evaluation split (image resized, label at full resolution)."""
+    return build_dataset(data_cfg.val, train=False, labelled=True, skip_bad=False)

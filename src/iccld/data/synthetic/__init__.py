@@ -1,0 +1,19 @@
+"""The embedded benchmark: a procedurally generated synthetic-to-real street-scene domain shift.
+
+A labelled "game-like" source domain (GTA5 layout) and an unlabelled "camera-like" target domain
+(Cityscapes layout, with a labelled val split) of the same kind of street scene, differing in
+appearance and layout statistics as described by two ``DomainStyle`` instances. See
+docs/synthetic.md.
+
+    from iccld.data.synthetic import generate
+    generate("bench", seed=0)  # ~3300 images at 256x128, then prepare_dataset on both domains
+"""
+
+from .generate import (LABEL_ID_COLORS, benchmark_parameters, generate, image_seed, render_sample,
+                       write_benchmark)
+from .style import MATERIALS, SOURCE_STYLE, TARGET_STYLE, DomainStyle, check_style
+
+__all__ = [
+    "DomainStyle", "SOURCE_STYLE", "TARGET_STYLE", "MATERIALS", "check_style", "generate",
+    "write_benchmark", "render_sample", "image_seed", "benchmark_parameters", "LABEL_ID_COLORS",
+]

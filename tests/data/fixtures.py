@@ -1,0 +1,149 @@
+"""Builders of tiny datasets in each real on-disk format, for tests anywhere in the suite.
+
+    make_gta5(root, n, size)           ROOT/images/NNNNN.png + ROOT/labels/NNNNN.png (palette PNG)
+    make_synthia(root, n, size)        ROOT/RGB/NNNNNNN.png + ROOT/GT/LABELS/NNNNNNN.png (16-bit RGB)
+    make_cityscapes(root, splits, n, size)
+                                       ROOT/leftImg8bit/SPLIT/CITY/*_leftImg8bit.png +
+                                       ROOT/gtFine/SPLIT/CITY/*_gtFine_labelIds.png (8-bit gray)
+
+``size`` is (W, H). Labels are blocky (8x8-pixel cells of random ids drawn from every id the
+format knows, including the ones that map to ignore), so crops see several classes. None of the
+files is prepared; run ``iccld.data.prepare.prepare_dataset`` for that. The 16-bit PNG encoder here
+is written from the PNG specification, independently of the package's reader.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from PIL import Image
+
+# The palette GTA5 label files carry: index = Cityscapes label id, colour = its Cityscapes colour.
+_GTA5_PALETTE = {
+    7: (128, 64, 128), 8: (244, 35, 232), 11: (70, 70, 70), 12: (102, 102, 156), 13: (190, 153, 153),
+    17: (153, 153, 153), 19: (250, 170, 30), 20: (220, 220, 0), 21: (107, 142, 35), 22: (152, 251, 152),
+    23: (70, 130, 180), 24: (220, 20, 60), 25: (255, 0, 0), 26: (0, 0, 142), 27: (0, 0, 70),
+    28: (0, 60, 100), 31: (0, 80, 100), 32: (0, 0, 230), 33: (119, 11, 32),
+}
+CITIES = ("aachen", "bochum", "zurich")
+
+
+def blocky_ids(rng: np.random.Generator, height: int, width: int, values: Sequence[int],
+               cell: int = 8) -> np.ndarray:
+    """(H, W) array of ``values`` constant over cell x cell blocks."""
+    grid = rng.choice(np.asarray(values), size=(-(-height // cell), -(-width // cell)))
+    return np.kron(grid, np.ones((cell, cell), dtype=grid.dtype))[:height, :width]
+
+
+def random_rgb(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    return rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def _paeth(a: int, b: int, c: int) -> int:
+    p = a + b - c
+    pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+    return a if pa <= pb and pa <= pc else (b if pb <= pc else c)
+
+
+def encode_png16(array: np.ndarray) -> bytes:
+    """A 16-bit PNG (colour type 2 for (H, W, 3), 0 for (H, W)) of a uint16 array.
+
+    Rows use the five PNG filters in turn (None, Sub, Up, Average, Paeth), so a reader that undoes
+    a filter with the wrong bytes-per-pixel gets wrong values.
+    """
+    array = np.asarray(array, dtype=np.uint16)
+    channels = 1 if array.ndim == 2 else array.shape[2]
+    height, width = array.shape[:2]
+    bpp = 2 * channels
+    rows = [array[y].astype(">u2").tobytes() for y in range(height)]
+    out = bytearray()
+    prev = bytes(len(rows[0]))
+    for y, row in enumerate(rows):
+        kind = y % 5
+        filtered = bytearray(len(row))
+        for i, x in enumerate(row):
+            a = row[i - bpp] if i >= bpp else 0
+            b = prev[i]
+            c = prev[i - bpp] if i >= bpp else 0
+            predictor = (0, a, b, (a + b) // 2, _paeth(a, b, c))[kind]
+            filtered[i] = (x - predictor) & 0xFF
+        out += bytes([kind]) + filtered
+        prev = row
+    colour_type = 2 if channels == 3 else 0
+    header = struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", zlib.compress(bytes(out)))
+            + _chunk(b"IEND", b""))
+
+
+def write_palette_png(path: Path, ids: np.ndarray) -> None:
+    """GTA5-style label: mode P, pixel = label id, palette = the Cityscapes colours."""
+    ids = np.ascontiguousarray(ids, dtype=np.uint8)
+    im = Image.frombytes("P", (ids.shape[1], ids.shape[0]), ids.tobytes())
+    palette = np.zeros((256, 3), dtype=np.uint8)
+    for index, colour in _GTA5_PALETTE.items():
+        palette[index] = colour
+    im.putpalette(palette.ravel().tolist())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    im.save(path)
+
+
+def make_gta5(root: Path, n: int = 4, size: tuple[int, int] = (64, 48), seed: int = 0) -> Path:
+    """``n`` GTA5 pairs of ``size`` (W, H); label ids from 0..33 (all Cityscapes ids)."""
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    for i in range(1, n + 1):
+        Image.fromarray(random_rgb(rng, size[1], size[0])).save(root / "images" / f"{i:05d}.png")
+        write_palette_png(root / "labels" / f"{i:05d}.png", blocky_ids(rng, size[1], size[0], range(34)))
+    return root
+
+
+def make_synthia(root: Path, n: int = 4, size: tuple[int, int] = (64, 48), seed: int = 0) -> Path:
+    """``n`` SYNTHIA pairs of ``size`` (W, H): 16-bit RGB labels, class ids 0..22 in channel 0,
+    instance ids up to 2000 in channel 1 (so the high byte is used there), 0 in channel 2."""
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    (root / "RGB").mkdir(parents=True, exist_ok=True)
+    (root / "GT" / "LABELS").mkdir(parents=True, exist_ok=True)
+    w, h = size
+    for i in range(n):
+        Image.fromarray(random_rgb(rng, h, w)).save(root / "RGB" / f"{i:07d}.png")
+        label = np.zeros((h, w, 3), dtype=np.uint16)
+        label[..., 0] = blocky_ids(rng, h, w, range(23))
+        label[..., 1] = blocky_ids(rng, h, w, range(0, 2000, 7))
+        (root / "GT" / "LABELS" / f"{i:07d}.png").write_bytes(encode_png16(label))
+    return root
+
+
+def cityscapes_name(index: int) -> tuple[str, str]:
+    city = CITIES[index % len(CITIES)]
+    return city, f"{city}_{index:06d}_000019"
+
+
+def make_cityscapes(root: Path, splits: Sequence[str] = ("train", "val"), n: int = 3,
+                    size: tuple[int, int] = (64, 32), seed: int = 0, images: bool = True) -> Path:
+    """``n`` Cityscapes pairs per split of ``size`` (W, H), spread over cities; label ids 0..33.
+    ``images=False`` writes the gtFine labels only (for timing ``prepare``)."""
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    w, h = size
+    for split in splits:
+        for i in range(n):
+            city, name = cityscapes_name(i)
+            if images:
+                folder = root / "leftImg8bit" / split / city
+                folder.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(random_rgb(rng, h, w)).save(folder / f"{name}_leftImg8bit.png")
+            folder = root / "gtFine" / split / city
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(blocky_ids(rng, h, w, range(34)).astype(np.uint8)).save(
+                folder / f"{name}_gtFine_labelIds.png")
+    return root
