@@ -8,6 +8,8 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export NO_ALBUMENTATIONS_UPDATE := 1
 export TOKENIZERS_PARALLELISM := false
+# idle OpenMP threads sleep instead of spinning: on 2 busy cores spinning makes torch many times slower
+export OMP_WAIT_POLICY := PASSIVE
 
 .PHONY: demo test install clean-venv
 
@@ -24,7 +26,7 @@ demo: $(STAMP)
 	$(BIN)/iccld demo $(ARGS)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q $(ARGS)
+	$(BIN)/python -m pytest -q -n 2 $(ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

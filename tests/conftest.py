@@ -5,7 +5,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+# one thread per test process: `make test` runs two processes (pytest -n 2) on two cores, and
+# oversubscribed OpenMP threads make small convolutions an order of magnitude slower
+torch.set_num_threads(1)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

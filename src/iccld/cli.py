@@ -14,6 +14,9 @@ from pathlib import Path
 from .errors import ICCLDError
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# set before torch loads OpenMP: idle threads sleep instead of spinning (spinning on a busy CPU
+# makes small convolutions many times slower)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def _add_prepare(sub: argparse._SubParsersAction) -> None:
