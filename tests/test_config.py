@@ -99,3 +99,9 @@ def test_every_shipped_config_loads():
         if raw.get("method", {}).get("name") == "stage2" or "stage2" in path.stem:
             overrides = ["method.stage1_checkpoint=runs/stage1"]
         load_config(path, overrides)
+
+
+def test_synthetic_configs_use_the_cpu_preset_model():
+    from iccld.models import preset
+
+    assert load_config(REPO / "configs/synthetic/stage1.yaml").model == preset("cpu")

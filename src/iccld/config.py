@@ -67,6 +67,8 @@ class ModelConfig:
     # denoiser eps_theta (diffusers.UNet2DModel)
     unet_channels: list[int] = field(default_factory=lambda: [128, 256, 256])
     unet_layers_per_block: int = 2
+    unet_attention: bool = True  # self-attention in the U-Net's middle block (diffusers' default)
+    latent_norm: bool = True  # normalise each latent vector of z0 over its Cz channels
     num_train_timesteps: int = 1000
     beta_schedule: str = "squaredcos_cap_v2"
     prediction_type: str = "sample"  # sample | epsilon | v_prediction

@@ -14,7 +14,8 @@ from .supervised import Oracle, SourceOnly
 # fields of ModelConfig that change the shape of some weight; the rest (pretrained, dropout,
 # sampling_steps) may differ between stage 1 and stage 2
 ARCHITECTURE_FIELDS = ("backbone", "num_classes", "latent_channels", "latent_stride", "inter_coder",
-                       "skip_strides", "decoder_channels", "unet_channels", "unet_layers_per_block")
+                       "skip_strides", "decoder_channels", "unet_channels", "unet_layers_per_block",
+                        "unet_attention", "latent_norm")
 
 
 def _stage1_weights(config: Config) -> dict:

@@ -1,0 +1,212 @@
+"""Accuracy on the embedded benchmark: every method and ablation, several seeds, one table.
+
+    python benchmarks/accuracy.py            # 3 seeds, the CPU configs' full schedules
+    python benchmarks/accuracy.py --quick    # a shorter schedule that still separates the methods
+
+Trains (or reuses, when a run folder already finished) oracle, source-only, stage 1, ICCLD without
+the adversarial term, ICCLD without the inter-coder connection and full ICCLD for each seed on one
+benchmark (generated with seed 0), evaluates ``model`` and ``ema_model`` on target val on each
+method's default path, and writes ``benchmarks/results/accuracy.json`` and the accuracy section of
+``docs/benchmarks.md``. Nothing is selected on the evaluation split: every run is reported at its
+last iteration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import REPO, RESULTS, machine_info, markdown_table, write_json, write_section  # noqa: E402
+
+CONFIGS = REPO / "configs" / "synthetic"
+# (method key, config, stage-1 run it starts from, label)
+METHODS = [
+    ("oracle", "oracle", None, "Oracle (target labels)"),
+    ("source_only", "source_only", None, "Source only"),
+    ("stage1", "stage1", None, "Stage 1 (no diffusion)"),
+    ("stage1_no_intercoder", "stage1_no_intercoder", None, "Stage 1 without inter-coder"),
+    ("stage2_no_adv", "stage2_no_adv", "stage1", "ICCLD without adversarial term"),
+    ("stage2_no_intercoder", "stage2_no_intercoder", "stage1_no_intercoder", "ICCLD without inter-coder"),
+    ("stage2", "stage2", "stage1", "ICCLD (full)"),
+]
+QUICK_FACTOR = 0.4  # --quick: this share of every schedule
+
+
+def train_one(bench: Path, runs: Path, key: str, config_name: str, stage1: str | None, seed: int,
+              quick: bool) -> dict:
+    import json
+
+    from iccld.config import load_config
+    from iccld.training.commands import run_training
+
+    overrides = [f"data.source.root={bench / 'source'}", f"data.target.root={bench / 'target'}",
+                 f"data.val.root={bench / 'target'}", f"trainer.seed={seed}"]
+    if stage1:
+        overrides.append(f"method.stage1_checkpoint={runs / f'{stage1}_s{seed}'}")
+    base = load_config(CONFIGS / f"{config_name}.yaml", overrides)
+    if quick:
+        iters = max(10, int(base.trainer.max_iters * QUICK_FACTOR))
+        overrides += [f"trainer.max_iters={iters}", f"trainer.eval_interval={iters // 2}",
+                      f"optim.warmup_iters={min(base.optim.warmup_iters, iters // 10)}"]
+    config = load_config(CONFIGS / f"{config_name}.yaml", overrides)
+    out = runs / f"{key}_s{seed}"
+    started = time.time()
+    code = run_training(config, out, resume=True)
+    if code != 0:
+        raise SystemExit(f"{out}: training stopped with status {code}")
+    result = json.loads((out / "results.json").read_text())
+    result["seconds"] = round(time.time() - started, 1)
+    return result
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def summarise(runs: list[dict]) -> dict:
+    summary = {}
+    for key, *_ in METHODS:
+        for which in ("ema", "model"):
+            values = [r["miou"][which] for r in runs if r["method"] == key]
+            if values:
+                m, s = mean_std(values)
+                summary.setdefault(key, {})[which] = {"mean": round(m, 2), "std": round(s, 2), "n": len(values)}
+        if key in summary:
+            summary[key]["mean"], summary[key]["std"] = summary[key]["ema"]["mean"], summary[key]["ema"]["std"]
+    return summary
+
+
+def findings(summary: dict) -> list[str]:
+    def get(key):
+        return summary.get(key, {}).get("ema")
+
+    lines = []
+    so, orc, full = get("source_only"), get("oracle"), get("stage2")
+    if so and orc and full and orc["mean"] > so["mean"]:
+        closed = 100 * (full["mean"] - so["mean"]) / (orc["mean"] - so["mean"])
+        verdict = "reached" if closed >= 75 else "NOT reached"
+        lines.append(f"- Full ICCLD closes **{closed:.0f}%** of the source-only -> oracle gap "
+                     f"(target: at least 75%, {verdict}).")
+        lines.append(f"- Source-only keeps {100 * so['mean'] / orc['mean']:.0f}% of the oracle's mIoU "
+                     "(the benchmark's domain gap).")
+    for name, with_key, without_key in (("the inter-coder connection", "stage2", "stage2_no_intercoder"),
+                                        ("the adversarial term", "stage2", "stage2_no_adv"),
+                                        ("the diffusion stage (no adversarial term) over stage 1",
+                                         "stage2_no_adv", "stage1"),
+                                        ("stage 1 over source-only", "stage1", "source_only")):
+        a, b = get(with_key), get(without_key)
+        if a and b:
+            delta, spread = a["mean"] - b["mean"], max(a["std"], b["std"])
+            verdict = "beyond the seeds' spread" if delta > spread else "NOT beyond the seeds' spread"
+            lines.append(f"- {name[0].upper() + name[1:]}: {delta:+.2f} mIoU (largest std {spread:.2f}; {verdict}).")
+    return lines
+
+
+def render(result: dict) -> str:
+    summary, runs = result["summary"], result["runs"]
+    seeds = sorted({r["seed"] for r in runs})
+    rows = []
+    for key, _, _, label in METHODS:
+        if key not in summary:
+            continue
+        path = next(r["inference_path"] for r in runs if r["method"] == key)
+        e, m = summary[key]["ema"], summary[key]["model"]
+        rows.append([label, path, f"{e['mean']:.2f} ± {e['std']:.2f}", f"{m['mean']:.2f} ± {m['std']:.2f}",
+                     " / ".join(f"{r['miou']['ema']:.1f}" for r in runs if r["method"] == key)])
+    table = markdown_table(["method", "inference path", "mIoU EMA model", "mIoU model", "per seed (EMA)"], rows)
+    classes = [c for c in next(iter(runs))["per_class"]]
+    per_class_rows = []
+    for key, _, _, label in METHODS:
+        chosen = [r for r in runs if r["method"] == key]
+        if not chosen:
+            continue
+        cells = []
+        for c in classes:
+            vals = [r["per_class"][c] for r in chosen if r["per_class"][c] is not None]
+            cells.append(f"{statistics.fmean(vals):.1f}" if vals else "-")
+        per_class_rows.append([label] + cells)
+    per_class = markdown_table(["method"] + classes, per_class_rows)
+    meta = result["meta"]
+    return "\n".join([
+        "## Accuracy on the embedded benchmark",
+        "",
+        f"Target val mIoU (%, 19 classes, classes absent from both prediction and ground truth left out) on the "
+        f"synthetic GTA5-like -> Cityscapes-like benchmark (2,000 / 1,000 / 300 images at 256x128, generator seed 0), "
+        f"CPU configs of `configs/synthetic/`{' at ' + str(int(QUICK_FACTOR * 100)) + '% of their schedules (--quick)' if meta['quick'] else ''}, "
+        f"seeds {', '.join(map(str, seeds))}; mean ± standard deviation over seeds, each run at its last "
+        f"iteration (no checkpoint picked on val).",
+        "",
+        f"Measured {meta['date']} on {meta['machine']['cpu']} ({meta['machine']['usable_cores']} cores), "
+        f"torch {meta['machine'].get('torch', '')}, command `{meta['command']}`, {meta['minutes']:.0f} minutes.",
+        "",
+        table,
+        "",
+        "What the numbers show:",
+        "",
+        *findings(summary),
+        "",
+        "<details><summary>Per-class IoU (EMA model, mean over seeds)</summary>",
+        "",
+        per_class,
+        "",
+        "</details>",
+    ])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--out", default=str(REPO / "runs" / "accuracy"))
+    parser.add_argument("--methods", nargs="+", choices=[m[0] for m in METHODS])
+    parser.add_argument("--json", default=str(RESULTS / "accuracy.json"))
+    parser.add_argument("--no-doc", action="store_true", help="do not touch docs/benchmarks.md")
+    args = parser.parse_args(argv)
+
+    from iccld.data.synthetic import generate
+
+    out = Path(args.out) / ("quick" if args.quick else "full")
+    bench = Path(args.out) / "benchmark"
+    started = time.time()
+    generate(out=bench, seed=0, workers=2)
+    wanted = set(args.methods or [m[0] for m in METHODS])
+    for m in METHODS:  # a stage-2 ablation needs its stage-1 run
+        if m[0] in wanted and m[2]:
+            wanted.add(m[2])
+    runs = []
+    for seed in args.seeds:
+        for key, config_name, stage1, _ in METHODS:
+            if key not in wanted:
+                continue
+            print(f"== seed {seed}: {key}", file=sys.stderr)
+            r = train_one(bench, out, key, config_name, stage1, seed, args.quick)
+            runs.append({"method": key, "seed": seed, "miou": {w: r["val"][w]["miou"] for w in ("ema", "model")},
+                         "per_class": r["val"]["ema"]["per_class"], "per_class_model": r["val"]["model"]["per_class"],
+                         "inference_path": r["inference_path"], "iterations": r["iteration"],
+                         "seconds": r["seconds"]})
+    result = {
+        "meta": {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "quick": args.quick,
+                 "seeds": args.seeds, "machine": machine_info("cpu"),
+                 "command": "python benchmarks/accuracy.py" + (" --quick" if args.quick else ""),
+                 "minutes": round((time.time() - started) / 60, 1)},
+        "runs": runs,
+        "summary": summarise(runs),
+    }
+    result["meta"]["machine"].setdefault("torch", __import__("torch").__version__)
+    write_json(Path(args.json), result)
+    if not args.no_doc:
+        write_section("accuracy", render(result))
+    print(render(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,49 @@
+"""The DDIM sampling loop, written out once."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from diffusers import DDIMScheduler
+
+from ..errors import ConfigError
+
+
+def check_steps(steps: int, num_train_timesteps: int) -> None:
+    if not isinstance(steps, int) or not 1 <= steps <= num_train_timesteps:
+        raise ConfigError(f"sampling steps (--steps / model.sampling_steps): must be an integer in "
+                          f"1..{num_train_timesteps} (model.num_train_timesteps), got {steps!r}")
+
+
+def draw_noise(like: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """N(0, I) noise shaped like ``like``, drawn on the generator's device (so a seeded CPU generator
+    gives the same draws for a model on any device), then moved to ``like``'s device."""
+    device = generator.device if generator is not None else like.device
+    noise = torch.randn(like.shape, generator=generator, device=device, dtype=like.dtype)
+    return noise.to(like.device)
+
+
+def ddim_sample(denoise: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], sampler: DDIMScheduler,
+                z_T: torch.Tensor, steps: int) -> torch.Tensor:
+    """Run ``steps`` deterministic DDIM steps (eta = 0) from z_T and return the clean estimate z0_hat.
+
+    Args:
+        denoise: ``denoise(z_t, t)`` -> the raw network output for z_t (B, Cz, h, w) at timesteps t (B,);
+            the caller closes over the condition z0.
+        sampler: a DDIMScheduler (its ``timesteps`` are reset here).
+        z_T: the starting noise (B, Cz, h, w).
+        steps: K, 1..num_train_timesteps.
+
+    Returns:
+        z0_hat (B, Cz, h, w): the scheduler's clean-latent estimate at the last step.
+    """
+    check_steps(steps, sampler.config.num_train_timesteps)
+    sampler.set_timesteps(steps)  # timesteps stay on the CPU; step() indexes CPU tensors with them
+    z = z_T
+    z0_hat = z_T
+    for t in sampler.timesteps.tolist():
+        t_batch = torch.full((z.shape[0],), t, dtype=torch.long, device=z.device)  # (B,)
+        out = denoise(z, t_batch)  # (B, Cz, h, w)
+        z, z0_hat = sampler.step(out, t, z, eta=0.0, return_dict=False)
+    return z0_hat

@@ -1,0 +1,35 @@
+"""Model presets."""
+
+import dataclasses
+
+import pytest
+
+from iccld.config import ModelConfig
+from iccld.errors import ConfigError
+from iccld.models import PRESETS, build_model, preset
+
+
+def test_paper_preset_is_the_default_config_with_mit_b5():
+    assert preset("paper") == ModelConfig(backbone="mit-b5")
+    assert dataclasses.asdict(ModelConfig()) == dataclasses.asdict(preset("paper"))
+
+
+def test_cpu_preset_is_small_and_has_no_unet_attention():
+    cfg = preset("cpu")
+    assert cfg.backbone == "mit-tiny" and cfg.unet_layers_per_block == 1
+    model = build_model(cfg)
+    n = sum(p.numel() for p in model.parameters())
+    assert n < 2_000_000
+    assert model.denoiser.mid_block.attentions[0] is None  # no self-attention
+
+
+def test_preset_returns_a_copy():
+    cfg = preset("cpu")
+    cfg.unet_channels.append(999)
+    cfg.latent_channels = 3
+    assert PRESETS["cpu"].unet_channels == [32] and preset("cpu").latent_channels == 16
+
+
+def test_unknown_preset_lists_the_choices():
+    with pytest.raises(ConfigError, match="cpu, paper.*did you mean 'paper'"):
+        preset("papr")
