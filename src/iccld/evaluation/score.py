@@ -31,11 +31,15 @@ _SHOW = 5  # names listed in an error message
 
 
 def normalized_stem(path: Path) -> str:
-    """The pairing key of a label file: its stem without one known suffix."""
+    """The pairing key of a label file: its stem without the known suffixes (``iccld predict``
+    writes ``<image stem>_trainid.png``, so ``*_leftImg8bit_trainid`` loses both)."""
     stem = path.name[: -len(".png")] if path.name.lower().endswith(".png") else path.stem
-    for suffix in KNOWN_SUFFIXES:  # longest first where one ends another
-        if stem.endswith(suffix):
-            return stem[: -len(suffix)]
+    stripped = True
+    while stripped:
+        stripped = False
+        for suffix in KNOWN_SUFFIXES:  # longest first where one ends another
+            if stem.endswith(suffix):
+                stem, stripped = stem[: -len(suffix)], True
     return stem
 
 
