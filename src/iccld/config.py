@@ -69,6 +69,10 @@ class ModelConfig:
     unet_layers_per_block: int = 2
     unet_attention: bool = True  # self-attention in the U-Net's middle block (diffusers' default)
     latent_norm: bool = True  # normalise each latent vector of z0 over its Cz channels
+    # eps_theta's output is added to its condition z0 (prediction type "sample" only), with a
+    # zero-initialised output layer: the diffusion path starts exactly at the stage-1 path D(z0)
+    # and stage 2 learns corrections of it
+    denoiser_residual: bool = True
     num_train_timesteps: int = 1000
     beta_schedule: str = "squaredcos_cap_v2"
     prediction_type: str = "sample"  # sample | epsilon | v_prediction
@@ -303,6 +307,9 @@ def validate(c: Config) -> None:
     if not 1 <= c.model.sampling_steps <= c.model.num_train_timesteps:
         raise ConfigError(f"model.sampling_steps: must be in 1..{c.model.num_train_timesteps} "
                           f"(model.num_train_timesteps), got {c.model.sampling_steps}")
+    if c.model.denoiser_residual and c.model.prediction_type != "sample":
+        raise ConfigError(f"model.denoiser_residual: only for model.prediction_type=sample (got "
+                          f"{c.model.prediction_type}); set model.denoiser_residual=false")
     if c.model.latent_stride not in (4, 8, 16, 32):
         raise ConfigError(f"model.latent_stride: must be 4, 8, 16 or 32, got {c.model.latent_stride}")
     bad = [s for s in c.model.skip_strides if s not in (4, 8, 16, 32)]

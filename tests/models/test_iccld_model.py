@@ -18,8 +18,12 @@ def tiny_cfg(**kw) -> ModelConfig:
 
 @pytest.fixture(scope="module")
 def model() -> ICCLD:
+    """A model as after some stage-2 training: the (zero-initialised) output layer is non-zero, so
+    the diffusion path depends on the noise draw."""
     torch.manual_seed(0)
-    return build_model(tiny_cfg()).eval()
+    m = build_model(tiny_cfg()).eval()
+    torch.nn.init.normal_(m.denoiser.conv_out.weight, std=0.05)
+    return m
 
 
 @pytest.mark.parametrize("hw", [(64, 64), (97, 131), (33, 29), (128, 48)])
@@ -201,3 +205,21 @@ def test_deepcopy_for_an_ema_model_keeps_its_own_schedulers(model):
     b = ema.predict(x, steps=1, generator=torch.Generator().manual_seed(0))  # resets ema.sampler only
     c = ema.predict(x, generator=torch.Generator().manual_seed(0))
     assert torch.equal(a.logits, c.logits) and not torch.equal(a.logits, b.logits)
+
+
+def test_residual_denoiser_starts_exactly_at_the_stage1_path():
+    import torch
+
+    from iccld.models import build_model, preset
+
+    torch.manual_seed(0)
+    model = build_model(preset("cpu")).eval()
+    assert model.residual
+    x = torch.randn(1, 3, 64, 96)
+    direct = model.predict(x, diffusion=False).logits
+    sampled = model.predict(x, steps=4, generator=torch.Generator().manual_seed(3)).logits
+    assert torch.allclose(direct, sampled, atol=1e-5)  # zero-initialised output: z0_hat == z0
+    # and the raw output is a correction on top of the condition
+    z0, _ = model.encode(x)
+    z_t = torch.randn_like(z0)
+    assert torch.equal(model.denoise(z_t, z0, 500), z0)

@@ -16,7 +16,8 @@ from .latent_head import group_count
 
 
 def build_denoiser(latent_channels: int, channels: list[int], layers_per_block: int,
-                   mid_attention: bool = True, attention_head_dim: int = 8) -> UNet2DModel:
+                   mid_attention: bool = True, attention_head_dim: int = 8,
+                   zero_output: bool = False) -> UNet2DModel:
     """A U-Net with in_channels = 2*Cz (z_t and the condition z0) and out_channels = Cz.
 
     Args:
@@ -24,6 +25,8 @@ def build_denoiser(latent_channels: int, channels: list[int], layers_per_block: 
         channels: output channels of each resolution level; level i runs at 1/2**i of the latent grid.
         layers_per_block: ResNet blocks per level (the up path has one more, as in diffusers).
         mid_attention: self-attention in the middle block (off for the CPU preset).
+        zero_output: zero-initialise the output convolution, so the network starts at output 0
+            (used with the residual parameterisation, see ICCLD.denoise).
     """
     if not channels:
         raise ConfigError("model.unet_channels: needs at least one level, e.g. [128, 256, 256]")
@@ -31,7 +34,7 @@ def build_denoiser(latent_channels: int, channels: list[int], layers_per_block: 
         raise ConfigError(f"model.unet_layers_per_block: must be >= 1, got {layers_per_block}")
     groups = min(group_count(c) for c in channels)
     n = len(channels)
-    return UNet2DModel(
+    unet = UNet2DModel(
         in_channels=2 * latent_channels,
         out_channels=latent_channels,
         block_out_channels=tuple(channels),
@@ -42,6 +45,10 @@ def build_denoiser(latent_channels: int, channels: list[int], layers_per_block: 
         add_attention=mid_attention,
         attention_head_dim=attention_head_dim,
     )
+    if zero_output:
+        torch.nn.init.zeros_(unet.conv_out.weight)
+        torch.nn.init.zeros_(unet.conv_out.bias)
+    return unet
 
 
 def downsample_factor(unet: UNet2DModel) -> int:

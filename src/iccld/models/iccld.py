@@ -67,13 +67,16 @@ class ICCLD(nn.Module):
         latent_stride: s, z0 is (B, Cz, ceil(H/s), ceil(W/s)).
         sampling_steps: default K for :meth:`sample` and :meth:`predict`.
         latent_levels: E's levels the latent head reads (the two deepest by default).
+        residual: eps_theta's raw output is added to its condition z0 (prediction type "sample"),
+            so a zero-initialised denoiser makes the diffusion path equal the stage-1 path.
         config: the ModelConfig this network was built from; written by :meth:`save_pretrained`.
     """
 
     def __init__(self, encoder: nn.Module, latent_head: LatentHead, denoiser: UNet2DModel,
                  decoder: FusionDecoder, scheduler: DDPMScheduler, sampler: DDIMScheduler, *,
                  skip_levels: list[int], inter_coder: bool, latent_stride: int, sampling_steps: int,
-                 latent_levels: tuple[int, int] = (2, 3), config: ModelConfig | None = None) -> None:
+                 latent_levels: tuple[int, int] = (2, 3), residual: bool = False,
+                 config: ModelConfig | None = None) -> None:
         super().__init__()
         self.encoder = encoder
         self.latent_head = latent_head
@@ -90,6 +93,7 @@ class ICCLD(nn.Module):
         self.latent_stride = latent_stride
         self.sampling_steps = sampling_steps
         self.latent_levels = tuple(latent_levels)
+        self.residual = residual
         self.config = config
 
     @property
@@ -122,7 +126,9 @@ class ICCLD(nn.Module):
 
     def denoise(self, z_t: torch.Tensor, z0: torch.Tensor, t: int | torch.Tensor) -> torch.Tensor:
         """The raw output of eps_theta on concat(z_t, z0) at timesteps ``t`` (int or (B,)): (B, Cz, h, w)."""
-        return run_denoiser(self.denoiser, z_t, z0, as_timesteps(t, z_t.shape[0], z_t.device))
+        out = run_denoiser(self.denoiser, z_t, z0, as_timesteps(t, z_t.shape[0], z_t.device))
+        # residual parameterisation (prediction type "sample"): z0_hat = z0 + eps_theta(...)
+        return out + z0 if self.residual else out
 
     # ------------------------------------------------------------------------------------------
     # diffusion glue (see iccld.diffusion)
@@ -154,7 +160,7 @@ class ICCLD(nn.Module):
         steps = self.sampling_steps if steps is None else steps
         check_steps(steps, self.num_train_timesteps)
         z_T = draw_noise(z0, generator)  # (B, Cz, h, w)
-        return ddim_sample(lambda z_t, t: run_denoiser(self.denoiser, z_t, z0, t), self.sampler, z_T, steps)
+        return ddim_sample(lambda z_t, t: self.denoise(z_t, z0, t), self.sampler, z_T, steps)
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor, steps: int | None = None, samples: int = 1,

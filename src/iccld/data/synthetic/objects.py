@@ -49,6 +49,9 @@ def vehicle(cv: Canvas, cam: Camera, kind: str, x: float, z: float, k: float, fa
     The visible side face and roof are drawn first, then the near face (rear or front) with its
     windows, lights, plate and tyres. All parts carry the vehicle's labelId.
     """
+    if kind == "truck":
+        truck(cv, cam, x, z, k, facing_away)
+        return
     w, length, h = (d * k for d in VEHICLE_SIZE[kind])
     label = VEHICLE_LABEL[kind]
     body, glass, tire = cv.paint(kind), cv.paint("glass"), cv.paint("tire")
@@ -92,6 +95,40 @@ def vehicle(cv: Canvas, cam: Camera, kind: str, x: float, z: float, k: float, fa
     for tx in (lx + 0.04 * w, hx - 0.2 * w):
         cv.polygon(_front(cam, x, z, _box(tx, tx + 0.16 * w, ly, ly + 0.15 * k)), label, lamp, depth=z)
     cv.polygon(_front(cam, x, z, _box(-0.13 * w, 0.13 * w, 0.35 * k, 0.5 * k)), label, cv.paint("plate"), depth=z)
+
+
+def truck(cv: Canvas, cam: Camera, x: float, z: float, k: float, facing_away: bool) -> None:
+    """A lorry: a tall cargo box and a lower cab with a windscreen; from behind only the box
+    (with a door seam) shows its near face, from the front the cab does."""
+    w, length, h = (d * k for d in VEHICLE_SIZE["truck"])
+    body, cargo, glass, tire = cv.paint("truck"), cv.paint("truck"), cv.paint("glass"), cv.paint("tire")
+    x0, x1, zb, cab_len, cab_h, clear = x - w / 2, x + w / 2, z + length, 2.2 * k, 0.8 * h, 0.45 * k
+    cab = (zb - cab_len, zb) if facing_away else (z, z + cab_len)
+    box = (z, zb - cab_len - 0.2 * k) if facing_away else (z + cab_len + 0.2 * k, zb)
+    xs = x0 if x0 > 0 else (x1 if x1 < 0 else None)
+    if xs is not None:
+        cv.polygon(cam.side_quad(xs, clear, h, *box), TRUCK, cargo, depth=z, shade=-1)
+        cv.polygon(cam.side_quad(xs, clear, cab_h, *cab), TRUCK, body, depth=z, shade=-1)
+        cv.polygon(cam.side_quad(xs, cab_h - 0.9 * k, cab_h - 0.15 * k, cab[0] + 0.3 * k, cab[1] - 0.5 * k),
+                   TRUCK, glass, depth=z)
+        for zc in (z + 1.0 * k, zb - 1.0 * k):
+            pts = [cam.project(xs, 0.5 * k * (1 + sn), zc + 0.5 * k * cs) for cs, sn in _CIRCLE]
+            cv.polygon(pts, TRUCK, tire, depth=zc)
+    lx, hx = -w / 2, w / 2
+    for tx in (lx + 0.05 * w, hx - 0.2 * w):
+        cv.polygon(_front(cam, x, z, _box(tx, tx + 0.15 * w, 0.0, clear + 0.05)), TRUCK, tire, depth=z)
+    if facing_away:
+        cv.polygon(_front(cam, x, z, _box(lx, hx, clear, h)), TRUCK, cargo, depth=z)
+        cv.polygon(_front(cam, x, z, _box(-0.02 * w, 0.02 * w, clear + 0.2 * k, h - 0.2 * k)), TRUCK, tire, depth=z)
+        lamp = cv.paint("tail_light")
+    else:
+        cv.polygon(_front(cam, x, box[0], _box(lx, hx, cab_h, h)), TRUCK, cargo, depth=box[0])
+        cv.polygon(_front(cam, x, z, _box(lx, hx, clear, cab_h)), TRUCK, body, depth=z)
+        cv.polygon(_front(cam, x, z, _box(lx + 0.08 * w, hx - 0.08 * w, cab_h - 0.9 * k, cab_h - 0.15 * k)), TRUCK,
+                   glass, depth=z)
+        lamp = cv.paint("head_light")
+    for tx in (lx + 0.04 * w, hx - 0.2 * w):
+        cv.polygon(_front(cam, x, z, _box(tx, tx + 0.16 * w, 0.8 * k, 0.95 * k)), TRUCK, lamp, depth=z)
 
 
 # ---------------------------------------------------------------- people and riders
