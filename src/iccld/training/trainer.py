@@ -61,6 +61,7 @@ class Trainer:
         self.is_main = self.accelerator.is_main_process
         if tc.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
+        self.datasets = self._build_datasets()  # bad data fails here, before any heavy work
         seed_everything(tc.seed)  # identical initial weights on every process
         self.method: Method = build_method(config).to(self.device)
         self.optimizer = self._build_optimizer()
@@ -76,7 +77,6 @@ class Trainer:
         self.skipped_bad = 0  # unreadable training pairs passed over (data.skip_bad), all workers
         self._stop_signal: int | None = None
         self.history: list[dict] = []
-        self.datasets = self._build_datasets()
 
     # construction ----------------------------------------------------------------------------
 
