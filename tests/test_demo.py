@@ -1,0 +1,23 @@
+"""The main job end to end, on a tiny benchmark and a 3-iteration schedule (`iccld demo --quick`)."""
+
+from __future__ import annotations
+
+import json
+
+from iccld.cli import main
+
+
+def test_demo_quick_runs_end_to_end_and_reuses_finished_steps(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--out", str(out)]) == 0
+    report = (out / "report.md").read_text()
+    for name in ("Source only", "Stage 1", "ICCLD", "curves.png", "grid.png"):
+        assert name in report
+    assert (out / "curves.png").stat().st_size > 1000 and (out / "grid.png").stat().st_size > 1000
+    for method in ("source_only", "stage1", "stage2"):
+        assert json.loads((out / "runs" / method / "results.json").read_text())["iteration"] == 3
+    stamp = (out / "runs" / "stage1" / "last.ckpt").stat().st_mtime_ns
+    capsys.readouterr()
+    assert main(["demo", "--quick", "--out", str(out)]) == 0  # second run: nothing retrained
+    assert (out / "runs" / "stage1" / "last.ckpt").stat().st_mtime_ns == stamp
+    assert "already finished" in capsys.readouterr().err
