@@ -175,3 +175,15 @@ def test_non_finite_loss_stops_with_the_iteration_and_term(tiny_benchmark, tmp_p
     assert train(SYNTHETIC / "source_only.yaml", tmp_path / "skip",
                  overrides + ["trainer.skip_nonfinite=1"]) == 0
     assert load_checkpoint(tmp_path / "skip" / "last.ckpt")["skipped_nonfinite"] == 1
+
+
+def test_config_comparison_resolves_folders(tmp_path):
+    from iccld.training.commands import config_differences
+
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    a = load_config(None, [f"data.source.root={tmp_path / 'real'}"])
+    b = load_config(None, [f"data.source.root={tmp_path / 'link'}"])
+    c = load_config(None, [f"data.source.root={tmp_path}"])
+    assert config_differences(a, b) == []
+    assert config_differences(a, c) == ["data.source.root"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import sys
@@ -32,9 +33,19 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
+def _same(key: str, x, y) -> bool:
+    """Equal values; folders count as equal when they resolve to the same place (``./data`` vs
+    an absolute path, or a link to it)."""
+    if x == y:
+        return True
+    if (key.endswith(".root") or key == "method.stage1_checkpoint") and isinstance(x, str) and isinstance(y, str):
+        return bool(x) and bool(y) and os.path.realpath(x) == os.path.realpath(y)
+    return False
+
+
 def config_differences(a: Config, b: Config, ignore: set[str] = frozenset()) -> list[str]:
     fa, fb = _flatten(to_dict(a)), _flatten(to_dict(b))
-    return [k for k in fa if k not in ignore and fa[k] != fb.get(k)]
+    return [k for k in fa if k not in ignore and not _same(k, fa[k], fb.get(k))]
 
 
 def _holds_run(run_dir: Path) -> bool:
