@@ -43,7 +43,9 @@ def plot_curves(runs: Path, methods: list[str], titles: dict[str, str], path: Pa
             ax_miou.plot([h["iteration"] for h in history], [h["ema"] for h in history], marker="o",
                          label=titles[name])
     ax_loss.set(title="segmentation loss (source / mixed)", xlabel="iteration", yscale="log")
-    ax_miou.set(title="target val mIoU (EMA model)", xlabel="iteration", ylabel="mIoU %")
+    # periodic points use trainer.eval_max_images val images, the last one the whole split;
+    # stage 2 counts its own iterations from its start
+    ax_miou.set(title="target val mIoU (EMA model)", xlabel="iteration of the run", ylabel="mIoU %")
     for ax in (ax_loss, ax_miou):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
@@ -123,6 +125,9 @@ def write_report(out: Path, runs: Path, methods: list[str], titles: dict[str, st
         "## Learning curves",
         "",
         "![curves](curves.png)",
+        "",
+        "Periodic mIoU points are measured on the first `trainer.eval_max_images` val images, the last "
+        "point of each run on the whole split; stage 2 counts its iterations from its own start.",
         "",
         "## Qualitative results (target val)",
         "",
