@@ -121,7 +121,7 @@ def run_training(config: Config, run_dir: Path, *, resume: bool = False, overwri
     if trainer.is_main:
         ema, model = results["ema"]["miou"], results["model"]["miou"]
         print(f"done: {run_dir} — val mIoU ema {ema:.2f}, model {model:.2f}", file=sys.stderr)
-        if trainer._skipped_bad():
-            print(f"skipped {trainer._skipped_bad()} unreadable image/label pairs (data.skip_bad=true)",
+        if trainer.skipped_bad_total():
+            print(f"skipped {trainer.skipped_bad_total()} unreadable image/label pairs (data.skip_bad=true)",
                   file=sys.stderr)
     return 0

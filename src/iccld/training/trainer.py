@@ -165,7 +165,7 @@ class Trainer:
             save_checkpoint(self.run_dir / CKPT_NAME, self.state_dict())
         self.accelerator.wait_for_everyone()
 
-    def _skipped_bad(self) -> int:
+    def skipped_bad_total(self) -> int:
         """Training pairs counted through the batches (workers' datasets are copies) + val pairs."""
         return self.skipped_bad + int(getattr(self.datasets["val"], "num_skipped", 0))
 
@@ -346,6 +346,6 @@ class Trainer:
         atomic_write_text(final_dir / TRAINING_INFO, json.dumps(info, indent=2))
         summary = {"iteration": self.iteration, "method": self.config.method.name,
                    "inference_path": self.method.inference_path, "history": self.history,
-                   "skipped_bad_samples": self._skipped_bad(), "skipped_nonfinite": self.skipped_nonfinite,
+                   "skipped_bad_samples": self.skipped_bad_total(), "skipped_nonfinite": self.skipped_nonfinite,
                    "val": results}
         atomic_write_text(self.run_dir / "results.json", json.dumps(summary, indent=2))
