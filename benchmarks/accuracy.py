@@ -105,8 +105,12 @@ def findings(summary: dict) -> list[str]:
         a, b = get(with_key), get(without_key)
         if a and b:
             delta, spread = a["mean"] - b["mean"], max(a["std"], b["std"])
-            verdict = "beyond the seeds' spread" if delta > spread else "NOT beyond the seeds' spread"
-            lines.append(f"- {name[0].upper() + name[1:]}: {delta:+.2f} mIoU (largest std {spread:.2f}; {verdict}).")
+            if min(a["n"], b["n"]) < 2:
+                detail = "one seed: the spread across seeds is not measured"
+            else:
+                verdict = "beyond the seeds' spread" if delta > spread else "NOT beyond the seeds' spread"
+                detail = f"largest std {spread:.2f}; {verdict}"
+            lines.append(f"- {name[0].upper() + name[1:]}: {delta:+.2f} mIoU ({detail}).")
     return lines
 
 
@@ -141,11 +145,14 @@ def render(result: dict) -> str:
         f"Target val mIoU (%, 19 classes, classes absent from both prediction and ground truth left out) on the "
         f"synthetic GTA5-like -> Cityscapes-like benchmark (2,000 / 1,000 / 300 images at 256x128, generator seed 0), "
         f"CPU configs of `configs/synthetic/`{' at ' + str(int(QUICK_FACTOR * 100)) + '% of their schedules (--quick)' if meta['quick'] else ''}, "
-        f"seeds {', '.join(map(str, seeds))}; mean ± standard deviation over seeds, each run at its last "
-        f"iteration (no checkpoint picked on val).",
+        f"seeds {', '.join(map(str, seeds))}; "
+        + ("mean ± standard deviation over seeds" if len(seeds) > 1 else
+           "**one seed only, so no spread is reported** (the script's default is 3 seeds)")
+        + ", each run at its last iteration (no checkpoint picked on val).",
         "",
         f"Measured {meta['date']} on {meta['machine']['cpu']} ({meta['machine']['usable_cores']} cores), "
-        f"torch {meta['machine'].get('torch', '')}, command `{meta['command']}`, {meta['minutes']:.0f} minutes.",
+        f"torch {meta['machine'].get('torch', '')}, command `{meta['command']}`, {meta['minutes']:.0f} minutes in "
+        f"this invocation (run folders that had already finished are reused, not retrained).",
         "",
         table,
         "",
@@ -195,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "meta": {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "quick": args.quick,
                  "seeds": args.seeds, "machine": machine_info("cpu"),
-                 "command": "python benchmarks/accuracy.py" + (" --quick" if args.quick else ""),
+                 "command": " ".join(["python benchmarks/accuracy.py", *(argv if argv is not None else sys.argv[1:])]),
                  "minutes": round((time.time() - started) / 60, 1)},
         "runs": runs,
         "summary": summarise(runs),
