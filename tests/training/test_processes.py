@@ -17,6 +17,7 @@ from conftest import CONFIGS, tiny_overrides
 from iccld.training.checkpoint import load_checkpoint
 
 CONFIG = str(CONFIGS / "synthetic" / "stage1.yaml")
+ITERS = 60  # long enough that the kill lands mid-run (one tiny iteration takes 0.05-0.2 s)
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 
 
@@ -36,21 +37,21 @@ def _wait_for_checkpoint(path: Path, proc: subprocess.Popen, minimum: int, timeo
                 iteration = -1
             if iteration >= minimum:
                 return iteration
-        time.sleep(0.2)
+        time.sleep(0.05)
     raise AssertionError(f"no checkpoint at iteration >= {minimum} after {timeout}s")
 
 
 @pytest.fixture(scope="module")
 def straight_run(tiny_benchmark, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("straight") / "run"
-    cmd = iccld("train", "--config", CONFIG, "--out", str(out), *tiny_overrides(tiny_benchmark, iters=8))
+    cmd = iccld("train", "--config", CONFIG, "--out", str(out), *tiny_overrides(tiny_benchmark, iters=ITERS))
     subprocess.run(cmd, check=True, env=ENV, capture_output=True, timeout=600)
     return out
 
 
 def test_sigkill_mid_run_then_resume_matches_an_uninterrupted_run(straight_run, tiny_benchmark, tmp_path):
     out = tmp_path / "killed"
-    cmd = iccld("train", "--config", CONFIG, "--out", str(out), *tiny_overrides(tiny_benchmark, iters=8))
+    cmd = iccld("train", "--config", CONFIG, "--out", str(out), *tiny_overrides(tiny_benchmark, iters=ITERS))
     proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         reached = _wait_for_checkpoint(out / "last.ckpt", proc, minimum=3)
@@ -61,10 +62,10 @@ def test_sigkill_mid_run_then_resume_matches_an_uninterrupted_run(straight_run, 
             proc.kill()
     assert proc.returncode == -signal.SIGKILL
     killed_at = load_checkpoint(out / "last.ckpt")["iteration"]  # still readable after the kill
-    assert 3 <= killed_at < 8 and killed_at >= reached
+    assert 3 <= killed_at < ITERS and killed_at >= reached
     subprocess.run(cmd + ["--resume"], check=True, env=ENV, capture_output=True, timeout=600)
     a, b = load_checkpoint(straight_run / "last.ckpt"), load_checkpoint(out / "last.ckpt")
-    assert a["iteration"] == b["iteration"] == 8
+    assert a["iteration"] == b["iteration"] == ITERS
     for part in ("model", "ema_model"):
         for key in a[part]:
             assert torch.equal(a[part][key], b[part][key]), f"{part}.{key}"
