@@ -94,6 +94,19 @@ def list_files(folder: Path, suffix: str, recursive: bool = False) -> list[Path]
     return sorted(found)
 
 
+def paired_flat_folders(root: Path, image_dir: str, label_dir: str, layout: str,
+                        command: str, labelled: bool) -> list:
+    """Samples of a dataset whose images and labels share file names in two flat folders
+    (GTA5's images/labels, SYNTHIA's RGB/GT/LABELS)."""
+    images = require_dir(root / image_dir, layout)
+    files = list_files(images, ".png")
+    if not files:
+        raise DataError(f"{images}: no .png images found (expected {layout})")
+    labels = root / label_dir
+    items = [(f, labels / f.name, labels / (f.stem + PREPARED_SUFFIX), f.stem) for f in files]
+    return attach_labels(items, labelled, command)
+
+
 def attach_labels(items: Sequence[tuple[Path, Path, Path, str]], labelled: bool,
                   prepare_command: str) -> list[Sample]:
     """Build samples from ``(image, original label, prepared label, name)`` tuples.

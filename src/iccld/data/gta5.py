@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Optional
 
 from ..errors import DataError
-from .base import PREPARED_SUFFIX, SegmentationDataset, Transform, attach_labels, list_files, require_dir
+from .base import (PREPARED_SUFFIX, SegmentationDataset, Transform, list_files, paired_flat_folders,
+                   require_dir)
 from .transforms import EvalTransform
 
 LAYOUT = "ROOT/images/NNNNN.png and ROOT/labels/NNNNN.png, the GTA5 download layout"
@@ -44,11 +45,6 @@ class GTA5Dataset(SegmentationDataset):
                  labelled: bool = True, skip_bad: bool = False):
         root = Path(root)
         command = f"iccld prepare gta5 --root {root}"
-        images = require_dir(root / "images", LAYOUT)
-        files = list_files(images, ".png")
-        if not files:
-            raise DataError(f"{images}: no .png images found (expected {LAYOUT})")
-        items = [(f, root / "labels" / f.name, root / "labels" / (f.stem + PREPARED_SUFFIX), f.stem)
-                 for f in files]
-        super().__init__(attach_labels(items, labelled, command), transform or EvalTransform(),
+        samples = paired_flat_folders(root, "images", "labels", LAYOUT, command, labelled)
+        super().__init__(samples, transform or EvalTransform(),
                          root=root, skip_bad=skip_bad, prepare_command=command)

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Optional
 
 from ..errors import DataError
-from .base import PREPARED_SUFFIX, SegmentationDataset, Transform, attach_labels, list_files, require_dir
+from .base import (PREPARED_SUFFIX, SegmentationDataset, Transform, list_files, paired_flat_folders,
+                   require_dir)
 from .transforms import EvalTransform
 
 LAYOUT = "ROOT/RGB/NNNNNNN.png and ROOT/GT/LABELS/NNNNNNN.png, the SYNTHIA-RAND-CITYSCAPES layout"
@@ -42,11 +43,6 @@ class SynthiaDataset(SegmentationDataset):
                  labelled: bool = True, skip_bad: bool = False):
         root = Path(root)
         command = f"iccld prepare synthia --root {root}"
-        images = require_dir(root / "RGB", LAYOUT)
-        files = list_files(images, ".png")
-        if not files:
-            raise DataError(f"{images}: no .png images found (expected {LAYOUT})")
-        labels = root / "GT" / "LABELS"
-        items = [(f, labels / f.name, labels / (f.stem + PREPARED_SUFFIX), f.stem) for f in files]
-        super().__init__(attach_labels(items, labelled, command), transform or EvalTransform(),
+        samples = paired_flat_folders(root, "RGB", "GT/LABELS", LAYOUT, command, labelled)
+        super().__init__(samples, transform or EvalTransform(),
                          root=root, skip_bad=skip_bad, prepare_command=command)
