@@ -68,6 +68,7 @@ class ModelConfig:
     unet_channels: list[int] = field(default_factory=lambda: [128, 256, 256])
     unet_layers_per_block: int = 2
     unet_attention: bool = True  # self-attention in the U-Net's middle block (diffusers' default)
+    unet_mid_block: bool = True  # the U-Net's middle block (two ResNet blocks at the lowest resolution)
     latent_norm: bool = True  # normalise each latent vector of z0 over its Cz channels
     # eps_theta's output is added to its condition z0 (prediction type "sample" only), with a
     # zero-initialised output layer: the diffusion path starts exactly at the stage-1 path D(z0)

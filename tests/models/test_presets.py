@@ -14,13 +14,25 @@ def test_paper_preset_is_the_default_config_with_mit_b5():
     assert dataclasses.asdict(ModelConfig()) == dataclasses.asdict(preset("paper"))
 
 
-def test_cpu_preset_is_small_and_has_no_unet_attention():
+def test_cpu_preset_is_small_and_its_unet_has_no_middle_block():
     cfg = preset("cpu")
     assert cfg.backbone == "mit-tiny" and cfg.unet_layers_per_block == 1
     model = build_model(cfg)
     n = sum(p.numel() for p in model.parameters())
     assert n < 2_000_000
-    assert model.denoiser.mid_block.attentions[0] is None  # no self-attention
+    assert model.denoiser.mid_block is None  # no middle block, so no self-attention either
+    resnets = [m for m in model.denoiser.modules() if type(m).__name__ == "ResnetBlock2D"]
+    assert len(resnets) == 3  # 1 down + 2 up
+
+
+def test_unet_middle_block_and_attention_when_asked():
+    model = build_model(dataclasses.replace(preset("cpu"), unet_mid_block=True, unet_attention=True))
+    assert model.denoiser.mid_block.attentions[0] is not None
+
+
+def test_attention_without_middle_block_is_refused():
+    with pytest.raises(ConfigError, match="unet_mid_block=false removes"):
+        build_model(dataclasses.replace(preset("cpu"), unet_attention=True))
 
 
 def test_preset_returns_a_copy():

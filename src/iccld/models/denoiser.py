@@ -17,7 +17,7 @@ from .latent_head import group_count
 
 def build_denoiser(latent_channels: int, channels: list[int], layers_per_block: int,
                    mid_attention: bool = True, attention_head_dim: int = 8,
-                   zero_output: bool = False) -> UNet2DModel:
+                   zero_output: bool = False, mid_block: bool = True) -> UNet2DModel:
     """A U-Net with in_channels = 2*Cz (z_t and the condition z0) and out_channels = Cz.
 
     Args:
@@ -25,6 +25,8 @@ def build_denoiser(latent_channels: int, channels: list[int], layers_per_block: 
         channels: output channels of each resolution level; level i runs at 1/2**i of the latent grid.
         layers_per_block: ResNet blocks per level (the up path has one more, as in diffusers).
         mid_attention: self-attention in the middle block (off for the CPU preset).
+        mid_block: keep the middle block (two ResNet blocks, optionally with attention, at the
+            lowest resolution). Off for the CPU preset, where each block costs fixed per-op overhead.
         zero_output: zero-initialise the output convolution, so the network starts at output 0
             (used with the residual parameterisation, see ICCLD.denoise).
     """
@@ -32,6 +34,9 @@ def build_denoiser(latent_channels: int, channels: list[int], layers_per_block: 
         raise ConfigError("model.unet_channels: needs at least one level, e.g. [128, 256, 256]")
     if layers_per_block < 1:
         raise ConfigError(f"model.unet_layers_per_block: must be >= 1, got {layers_per_block}")
+    if mid_attention and not mid_block:
+        raise ConfigError("model.unet_attention: the attention sits in the U-Net's middle block, which "
+                          "model.unet_mid_block=false removes; set model.unet_attention=false as well")
     groups = min(group_count(c) for c in channels)
     n = len(channels)
     unet = UNet2DModel(
@@ -43,6 +48,7 @@ def build_denoiser(latent_channels: int, channels: list[int], layers_per_block: 
         layers_per_block=layers_per_block,
         norm_num_groups=groups,
         add_attention=mid_attention,
+        mid_block_type="UNetMidBlock2D" if mid_block else None,
         attention_head_dim=attention_head_dim,
     )
     if zero_output:

@@ -28,6 +28,7 @@ PRESETS: dict[str, ModelConfig] = {
         unet_channels=[32],  # one level: tiny 3x3 convs cost ~0.15 ms each on CPU whatever their width
         unet_layers_per_block=1,
         unet_attention=False,
+        unet_mid_block=False,  # 3 ResNet blocks per call instead of 5: ~30% less per-call overhead
         sampling_steps=4,
     ),
     "paper": ModelConfig(backbone="mit-b5"),
