@@ -100,6 +100,7 @@ class MethodConfig:
     seg_weight: float = 1.0
     adversarial_weight: float = 1e-3  # 0 gives the "without adversarial term" ablation
     freeze_decoder: bool = True
+    decoder_lr_mult: float = 1.0  # with freeze_decoder=false: D's lr is the heads' lr x this
     pseudo_label_path: str = "direct"  # direct: D(z0) | diffusion: D(sample(z0))
     disc_channels: int = 64
     disc_lr: float = 1e-4

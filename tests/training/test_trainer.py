@@ -72,6 +72,30 @@ def test_stage2_refuses_a_stage1_run_of_another_architecture(stage1_runs, tiny_b
         Trainer(load_config(SYNTHETIC / "stage2.yaml", overrides), Path("unused"), progress=False)
 
 
+def test_stage2_refuses_an_unfinished_stage1_run_unless_its_checkpoint_is_named(stage1_runs, tiny_benchmark,
+                                                                              tmp_path):
+    state = load_checkpoint(stage1_runs["stage1"] / "last.ckpt")
+    state["config"]["trainer"]["max_iters"] = 5  # the run stopped at iteration 2 of 5
+    (tmp_path / "stage1").mkdir()
+    torch.save(state, tmp_path / "stage1" / "last.ckpt")
+    base = tiny_overrides(tiny_benchmark)
+    with pytest.raises(ConfigError, match="not finished.*iteration 2 of 5"):
+        Trainer(load_config(SYNTHETIC / "stage2.yaml", base + [f"method.stage1_checkpoint={tmp_path / 'stage1'}"]),
+                tmp_path / "run", progress=False)
+    ckpt = tmp_path / "stage1" / "last.ckpt"
+    Trainer(load_config(SYNTHETIC / "stage2.yaml", base + [f"method.stage1_checkpoint={ckpt}"]),
+            tmp_path / "run", progress=False)  # named explicitly: accepted
+
+
+def test_stage2_trains_the_decoder_at_its_own_lr_when_unfrozen(stage1_runs, tiny_benchmark, tmp_path):
+    overrides = tiny_overrides(tiny_benchmark) + [f"method.stage1_checkpoint={stage1_runs['stage1']}",
+                                                  "method.freeze_decoder=false", "method.decoder_lr_mult=0.1"]
+    trainer = Trainer(load_config(SYNTHETIC / "stage2.yaml", overrides), tmp_path / "run", progress=False)
+    lrs = {g["name"]: g["lr"] for g in trainer.optimizer.param_groups}
+    assert set(lrs) == {"denoiser", "decoder"}  # E and the latent head stay frozen
+    assert lrs["decoder"] == pytest.approx(0.1 * lrs["denoiser"])
+
+
 def test_stage2_refuses_a_missing_stage1_run(tiny_benchmark, tmp_path):
     overrides = tiny_overrides(tiny_benchmark) + [f"method.stage1_checkpoint={tmp_path / 'nope'}"]
     with pytest.raises(ConfigError, match="stage1_checkpoint.*nope"):

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
-from ..config import Config
+from ..config import Config, ModelConfig
 from ..errors import CheckpointError, ConfigError
 from .base import Method
 from .stage1 import Stage1
@@ -15,7 +16,7 @@ from .supervised import Oracle, SourceOnly
 # sampling_steps) may differ between stage 1 and stage 2
 ARCHITECTURE_FIELDS = ("backbone", "num_classes", "latent_channels", "latent_stride", "inter_coder",
                        "skip_strides", "decoder_channels", "unet_channels", "unet_layers_per_block",
-                        "unet_attention", "latent_norm")
+                        "unet_attention", "unet_mid_block", "latent_norm")
 
 
 def _stage1_weights(config: Config) -> dict:
@@ -31,6 +32,11 @@ def _stage1_weights(config: Config) -> dict:
     if ref.kind == "ckpt":
         state = load_checkpoint(ref.path)
         model_cfg = state["config"]["model"]
+        done, planned = state.get("iteration"), state["config"]["trainer"]["max_iters"]
+        if Path(where).is_dir() and done is not None and done < planned:
+            raise ConfigError(f"method.stage1_checkpoint: the stage-1 run {where} is not finished (iteration "
+                              f"{done} of {planned}); resume it with `iccld train --resume`, or name "
+                              f"{ref.path} itself to start stage 2 from this intermediate checkpoint")
         info = {"method": state["config"]["method"]["name"]}
         weights = state["ema_model" if config.method.stage1_weights == "ema" else "model"]
     else:
@@ -40,8 +46,9 @@ def _stage1_weights(config: Config) -> dict:
     if info.get("method") == "stage2":
         raise ConfigError(f"method.stage1_checkpoint: {ref.path} is a stage-2 run; name a stage-1 run")
     current = dataclasses.asdict(config.model)
-    diff = [f"{k}: {model_cfg.get(k)} vs {current[k]}" for k in ARCHITECTURE_FIELDS
-            if model_cfg.get(k) != current[k]]
+    defaults = dataclasses.asdict(ModelConfig())  # a field added since the stage-1 run had its default
+    diff = [f"{k}: {model_cfg.get(k, defaults[k])} vs {current[k]}" for k in ARCHITECTURE_FIELDS
+            if model_cfg.get(k, defaults[k]) != current[k]]
     if diff:
         raise ConfigError(f"method.stage1_checkpoint: {ref.path} has a different architecture "
                           f"({'; '.join(diff)}); use the same model settings as stage 1")
@@ -69,7 +76,8 @@ def build_method(config: Config) -> Method:
         disc = PatchDiscriminator(config.model.latent_channels, m.disc_channels) if m.adversarial_weight > 0 else None
         return Stage2(model, disc, diffusion_weight=m.diffusion_weight, seg_weight=m.seg_weight,
                       adversarial_weight=m.adversarial_weight, freeze_decoder=m.freeze_decoder,
-                      pseudo_label_path=m.pseudo_label_path, **stage1_kwargs)
+                      pseudo_label_path=m.pseudo_label_path, decoder_lr_mult=m.decoder_lr_mult,
+                      **stage1_kwargs)
     raise ConfigError(f"method.name: unknown method '{m.name}' (choices: source_only, stage1, stage2, oracle)")
 
 

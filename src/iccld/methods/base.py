@@ -55,6 +55,10 @@ class Method(nn.Module):
         return {k: [p for p in v if p.requires_grad] for k, v in groups.items()
                 if any(p.requires_grad for p in v)}
 
+    def lr_scale(self, group: str) -> float:
+        """Extra factor on the learning rate of one parameter group (1 unless a method says otherwise)."""
+        return 1.0
+
     def discriminator_parameters(self) -> Iterable[nn.Parameter]:
         return []
 

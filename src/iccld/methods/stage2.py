@@ -30,11 +30,12 @@ class Stage2(Stage1):
 
     def __init__(self, model: nn.Module, discriminator: nn.Module | None, *, diffusion_weight: float = 1.0,
                  seg_weight: float = 1.0, adversarial_weight: float = 1e-3, freeze_decoder: bool = True,
-                 pseudo_label_path: str = "direct", **stage1_kwargs):
+                 pseudo_label_path: str = "direct", decoder_lr_mult: float = 1.0, **stage1_kwargs):
         super().__init__(model, **stage1_kwargs)
         self.discriminator = discriminator
         self.weights = dict(diffusion=diffusion_weight, seg=seg_weight, adv=adversarial_weight)
         self.pseudo_label_path = pseudo_label_path
+        self.decoder_lr_mult = decoder_lr_mult
         frozen = [model.encoder, model.latent_head] + ([model.decoder] if freeze_decoder else [])
         for module in frozen:
             module.requires_grad_(False)
@@ -45,6 +46,9 @@ class Stage2(Stage1):
         super().train(mode)
         self.frozen.eval()  # frozen parts keep their dropout off and normalisation statistics fixed
         return self
+
+    def lr_scale(self, group: str) -> float:
+        return self.decoder_lr_mult if group == "decoder" else 1.0
 
     def discriminator_parameters(self):
         return [] if self.discriminator is None else list(self.discriminator.parameters())

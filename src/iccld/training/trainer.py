@@ -91,7 +91,7 @@ class Trainer:
         o = self.config.optim
         groups = []
         for name, params in self.method.trainable_groups().items():
-            lr = o.lr if name == "encoder" else o.lr * o.head_lr_mult
+            lr = (o.lr if name == "encoder" else o.lr * o.head_lr_mult) * self.method.lr_scale(name)
             decay = [p for p in params if p.ndim > 1]
             no_decay = [p for p in params if p.ndim <= 1]
             for ps, wd in ((decay, o.weight_decay), (no_decay, 0.0)):
