@@ -84,10 +84,18 @@ def summarise(runs: list[dict]) -> dict:
     return summary
 
 
-def findings(summary: dict) -> list[str]:
+def paired_deltas(runs: list[dict], with_key: str, without_key: str) -> list[float]:
+    """EMA mIoU of ``with_key`` minus ``without_key`` for each seed both ran (a stage-2 run starts
+    from the stage-1 run of its own seed, so the pair shares everything but the component)."""
+    by = {(r["method"], r["seed"]): r["miou"]["ema"] for r in runs}
+    return [by[(with_key, s)] - by[(without_key, s)] for m, s in by if m == with_key and (without_key, s) in by]
+
+
+def findings(summary: dict, runs: list[dict] | None = None) -> list[str]:
     def get(key):
         return summary.get(key, {}).get("ema")
 
+    runs = runs or []
     lines = []
     so, orc, full = get("source_only"), get("oracle"), get("stage2")
     if so and orc and full and orc["mean"] > so["mean"]:
@@ -101,6 +109,7 @@ def findings(summary: dict) -> list[str]:
                                         ("the adversarial term", "stage2", "stage2_no_adv"),
                                         ("the diffusion stage (no adversarial term) over stage 1",
                                          "stage2_no_adv", "stage1"),
+                                        ("full ICCLD (stage 2) over stage 1", "stage2", "stage1"),
                                         ("stage 1 over source-only", "stage1", "source_only")):
         a, b = get(with_key), get(without_key)
         if a and b:
@@ -110,6 +119,11 @@ def findings(summary: dict) -> list[str]:
             else:
                 verdict = "beyond the seeds' spread" if delta > spread else "NOT beyond the seeds' spread"
                 detail = f"largest std {spread:.2f}; {verdict}"
+                paired = paired_deltas(runs, with_key, without_key)
+                if len(paired) > 1:
+                    m, s = mean_std(paired)
+                    detail += (f"; paired by seed {m:+.2f} ± {s:.2f}, "
+                               f"{sum(d > 0 for d in paired)} of {len(paired)} seeds better")
             lines.append(f"- {name[0].upper() + name[1:]}: {delta:+.2f} mIoU ({detail}).")
     return lines
 
@@ -158,7 +172,7 @@ def render(result: dict) -> str:
         "",
         "What the numbers show:",
         "",
-        *findings(summary),
+        *findings(summary, runs),
         "",
         "<details><summary>Per-class IoU (EMA model, mean over seeds)</summary>",
         "",
