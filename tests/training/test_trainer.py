@@ -56,12 +56,13 @@ def test_synthetic_stage2_configs_run(name, stage1, stage1_runs, tiny_benchmark,
     assert train(SYNTHETIC / f"{name}.yaml", out, overrides) == 0
     state = load_checkpoint(out / "last.ckpt")
     start = load_checkpoint(stage1_runs[stage1] / "last.ckpt")["ema_model"]
-    # E (and D, frozen by default) stay exactly the stage-1 EMA weights; eps_theta moves
+    # E stays exactly the stage-1 EMA weights; eps_theta moves, and so does D (these configs train it)
+    assert not state["config"]["method"]["freeze_decoder"]
     for key, value in state["model"].items():
-        if key.startswith(("encoder.", "latent_head.", "decoder.")):
+        if key.startswith(("encoder.", "latent_head.")):
             assert torch.equal(value, start[key]), key
-    moved = [k for k, v in state["model"].items() if k.startswith("denoiser.") and not torch.equal(v, start[k])]
-    assert moved
+    for part in ("denoiser.", "decoder."):
+        assert [k for k, v in state["model"].items() if k.startswith(part) and not torch.equal(v, start[k])], part
     assert ("discriminator" in state) == (name != "stage2_no_adv")  # no critic without the adversarial term
 
 
@@ -94,6 +95,17 @@ def test_stage2_trains_the_decoder_at_its_own_lr_when_unfrozen(stage1_runs, tiny
     lrs = {g["name"]: g["lr"] for g in trainer.optimizer.param_groups}
     assert set(lrs) == {"denoiser", "decoder"}  # E and the latent head stay frozen
     assert lrs["decoder"] == pytest.approx(0.1 * lrs["denoiser"])
+
+
+def test_stage2_default_trains_only_the_denoiser(stage1_runs, tiny_benchmark, tmp_path):
+    overrides = tiny_overrides(tiny_benchmark) + [f"method.stage1_checkpoint={stage1_runs['stage1']}",
+                                                  "method.freeze_decoder=true"]
+    out = tmp_path / "run"
+    assert train(SYNTHETIC / "stage2.yaml", out, overrides) == 0
+    state = load_checkpoint(out / "last.ckpt")
+    start = load_checkpoint(stage1_runs["stage1"] / "last.ckpt")["ema_model"]
+    moved = {k for k, v in state["model"].items() if not torch.equal(v, start[k])}
+    assert moved and all(k.startswith("denoiser.") for k in moved), sorted(moved)[:5]
 
 
 def test_stage2_refuses_a_missing_stage1_run(tiny_benchmark, tmp_path):
