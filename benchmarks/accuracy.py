@@ -4,11 +4,11 @@
     python benchmarks/accuracy.py --quick    # a shorter schedule that still separates the methods
 
 Trains (or reuses, when a run folder already finished) oracle, source-only, stage 1, ICCLD without
-the adversarial term, ICCLD without the inter-coder connection and full ICCLD for each seed on one
-benchmark (generated with seed 0), evaluates ``model`` and ``ema_model`` on target val on each
-method's default path, and writes ``benchmarks/results/accuracy.json`` and the accuracy section of
-``docs/benchmarks.md``. Nothing is selected on the evaluation split: every run is reported at its
-last iteration.
+the adversarial term, ICCLD without the inter-coder connection (with and without the adversarial
+term) and full ICCLD for each seed on one benchmark (generated with seed 0), evaluates ``model`` and
+``ema_model`` on target val on each method's default path, and writes
+``benchmarks/results/accuracy.json`` and the accuracy section of ``docs/benchmarks.md``. Nothing is
+selected on the evaluation split: every run is reported at its last iteration.
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ METHODS = [
     ("stage1_no_intercoder", "stage1_no_intercoder", None, "Stage 1 without inter-coder"),
     ("stage2_no_adv", "stage2_no_adv", "stage1", "ICCLD without adversarial term"),
     ("stage2_no_intercoder", "stage2_no_intercoder", "stage1_no_intercoder", "ICCLD without inter-coder"),
+    ("stage2_no_intercoder_no_adv", "stage2_no_intercoder_no_adv", "stage1_no_intercoder",
+     "ICCLD without inter-coder, without adversarial term"),
     ("stage2", "stage2", "stage1", "ICCLD (full)"),
 ]
 QUICK_FACTOR = 0.4  # --quick: this share of every schedule
@@ -107,6 +109,8 @@ def findings(summary: dict, runs: list[dict] | None = None) -> list[str]:
                      "(the benchmark's domain gap).")
     for name, with_key, without_key in (("the inter-coder connection", "stage2", "stage2_no_intercoder"),
                                         ("the adversarial term", "stage2", "stage2_no_adv"),
+                                        ("the adversarial term without the inter-coder connection",
+                                         "stage2_no_intercoder", "stage2_no_intercoder_no_adv"),
                                         ("the diffusion stage (no adversarial term) over stage 1",
                                          "stage2_no_adv", "stage1"),
                                         ("full ICCLD (stage 2) over stage 1", "stage2", "stage1"),
