@@ -3,9 +3,9 @@
 - ``cpu``: a tiny MiT and U-Net for the synthetic benchmark and the tests; a forward and backward
   pass of the stage-1 path on 2 images of 128 x 128 takes tens of milliseconds on 2 CPU cores.
   eps_theta runs on 8 x 8 latents there, where its cost is per-op overhead rather than arithmetic,
-  so its U-Net has a single resolution level (no down/upsampling) and one ResNet block per block:
-  ~75 ops per call instead of ~115 for [32, 64]. Its receptive field (~25 latent pixels) still
-  covers a whole 128 x 128 crop.
+  so its U-Net has a single resolution level (no down/upsampling), one ResNet block per block and
+  no middle block: 3 ResNet blocks per call. Its receptive field still covers a whole 128 x 128 crop
+  (an 8 x 8 latent).
 - ``paper``: MiT-B5, Cz = 32 at stride 16, the defaults of :class:`~iccld.config.ModelConfig`.
   Set ``model.pretrained`` (e.g. ``nvidia/mit-b5`` or a local copy) for ImageNet weights.
 """
