@@ -66,6 +66,7 @@ def test_yaml_errors_name_the_key(tmp_path, data, match):
     ("method.name=stage2", "stage1_checkpoint"),
     ("nonsense", "expected key=value"),
     ("trainer.seeed=1", "did you mean 'trainer.seed'"),
+    ("method.adversarial_input=fuse", "did you mean 'fused'"),
 ])
 def test_impossible_values_are_refused(override, match):
     with pytest.raises(ConfigError, match=match):

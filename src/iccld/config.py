@@ -102,6 +102,9 @@ class MethodConfig:
     freeze_decoder: bool = True
     decoder_lr_mult: float = 1.0  # with freeze_decoder=false: D's lr is the heads' lr x this
     pseudo_label_path: str = "direct"  # direct: D(z0) | diffusion: D(sample(z0))
+    # what the discriminator sees: latent = z0_hat (the paper) | fused = D's fused features of z0_hat
+    # and the inter-coder skips, so the alignment also covers what the skip path brings into D
+    adversarial_input: str = "latent"
     disc_channels: int = 64
     disc_lr: float = 1e-4
     disc_betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
@@ -324,6 +327,7 @@ def validate(c: Config) -> None:
     _choice("method.mix", c.method.mix, ("class", "none"))
     _choice("method.stage1_weights", c.method.stage1_weights, ("ema", "model"))
     _choice("method.pseudo_label_path", c.method.pseudo_label_path, ("direct", "diffusion"))
+    _choice("method.adversarial_input", c.method.adversarial_input, ("latent", "fused"))
     if c.method.name == "stage2" and not c.method.stage1_checkpoint:
         raise ConfigError("method.stage1_checkpoint: stage2 starts from a stage-1 run; set it to that "
                           "run's folder, its last.ckpt or its final/ folder")

@@ -77,3 +77,30 @@ def test_discriminator_step_lowers_its_own_loss_on_fixed_latents():
         opt.step()
     after = method.discriminator_losses()["disc"].item()
     assert after < 0.5 * before
+
+
+def test_decoder_features_then_classify_is_the_decoder():
+    model = tiny_model().eval()
+    x = torch.randn(1, 3, 70, 90)
+    z0, skips = model.encode(x)
+    feats = model.decode_features(z0, skips, (70, 90))
+    assert feats.shape == (1, model.config.decoder_channels, 18, 23)  # ceil(70/4), ceil(90/4)
+    assert torch.equal(model.decoder.classify(feats, (70, 90)), model.decode(z0, skips, (70, 90)))
+
+
+def test_stage2_fused_adversarial_input_aligns_what_the_decoder_sees():
+    model = tiny_model()
+    channels = model.config.decoder_channels
+    disc = PatchDiscriminator(channels, 16)
+    method = Stage2(model, disc, pl_crop_top=0, pl_crop_bottom=0, adversarial_weight=1.0,
+                    freeze_decoder=False, adversarial_input="fused")
+    losses = method.training_losses(batch(b=2, h=64, w=64), 0, torch.Generator().manual_seed(0))
+    z_src, z_tgt = method._detached  # the critic's inputs: D's fused features at stride 4
+    assert z_src.shape == z_tgt.shape == (2, channels, 16, 16)
+    losses["adv"].backward()
+    # the adversarial gradient reaches the skip projections of D (the path a latent critic cannot
+    # align) as well as eps_theta
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.decoder.skip_projs.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.denoiser.parameters())
+    assert all(p.grad is None for p in model.encoder.parameters())  # E stays frozen
+    assert "disc" in method.discriminator_losses()

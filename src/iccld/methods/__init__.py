@@ -73,10 +73,12 @@ def build_method(config: Config) -> Method:
         return Stage1(model, **stage1_kwargs)
     if m.name == "stage2":
         model.load_state_dict(_stage1_weights(config))
-        disc = PatchDiscriminator(config.model.latent_channels, m.disc_channels) if m.adversarial_weight > 0 else None
+        disc_in = config.model.latent_channels if m.adversarial_input == "latent" else config.model.decoder_channels
+        disc = PatchDiscriminator(disc_in, m.disc_channels) if m.adversarial_weight > 0 else None
         return Stage2(model, disc, diffusion_weight=m.diffusion_weight, seg_weight=m.seg_weight,
                       adversarial_weight=m.adversarial_weight, freeze_decoder=m.freeze_decoder,
                       pseudo_label_path=m.pseudo_label_path, decoder_lr_mult=m.decoder_lr_mult,
+                      adversarial_input=m.adversarial_input,
                       **stage1_kwargs)
     raise ConfigError(f"method.name: unknown method '{m.name}' (choices: source_only, stage1, stage2, oracle)")
 

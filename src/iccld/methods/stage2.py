@@ -5,9 +5,10 @@ images and z0_hat(t) the denoiser's one-step estimate of the clean latent from c
 1. diffusion loss on the source and mixed latents (not the target: pulling target outputs back onto
    their own latents would fight the alignment);
 2. segmentation loss through D on z0_hat(t): y_s on the source, weighted pseudo-labels on the mix;
-3. adversarial loss: a patch discriminator tells source from target z0_hat(t); eps_theta is trained
-   so that target latents look like source ones (least-squares GAN). The discriminator has its own
-   optimiser and sees detached latents;
+3. adversarial loss: a patch discriminator tells source from target z0_hat(t) (or, with
+   ``adversarial_input="fused"``, D's fused features of z0_hat(t) and the skips); eps_theta (and D
+   when trained) learn to make target inputs look like source ones (least-squares GAN). The
+   discriminator has its own optimiser and sees detached inputs;
 4. (trainer) EMA update of the trainable parts.
 """
 
@@ -30,12 +31,14 @@ class Stage2(Stage1):
 
     def __init__(self, model: nn.Module, discriminator: nn.Module | None, *, diffusion_weight: float = 1.0,
                  seg_weight: float = 1.0, adversarial_weight: float = 1e-3, freeze_decoder: bool = True,
-                 pseudo_label_path: str = "direct", decoder_lr_mult: float = 1.0, **stage1_kwargs):
+                 pseudo_label_path: str = "direct", decoder_lr_mult: float = 1.0,
+                 adversarial_input: str = "latent", **stage1_kwargs):
         super().__init__(model, **stage1_kwargs)
         self.discriminator = discriminator
         self.weights = dict(diffusion=diffusion_weight, seg=seg_weight, adv=adversarial_weight)
         self.pseudo_label_path = pseudo_label_path
         self.decoder_lr_mult = decoder_lr_mult
+        self.adversarial_input = adversarial_input
         frozen = [model.encoder, model.latent_head] + ([model.decoder] if freeze_decoder else [])
         for module in frozen:
             module.requires_grad_(False)
@@ -87,11 +90,17 @@ class Stage2(Stage1):
         loss_diff = F.mse_loss(raw[: 2 * b].float(), target[: 2 * b].float())
 
         size = x_s.shape[-2:]
-        logits = model.decode(z0_hat[: 2 * b], [f[: 2 * b] for f in skips], size)
+        if self.discriminator is not None and self.adversarial_input == "fused":
+            # D's fused features of all three batches; the discriminator sees source vs target ones
+            feats = model.decode_features(z0_hat, skips, size)  # (3B, C_D, H/4, W/4)
+            logits = model.decoder.classify(feats[: 2 * b], size)
+            z_src, z_tgt = feats[:b], feats[2 * b:]
+        else:
+            logits = model.decode(z0_hat[: 2 * b], [f[: 2 * b] for f in skips], size)
+            z_src, z_tgt = z0_hat[:b], z0_hat[2 * b:]
         loss_seg = (cross_entropy(logits[:b], y_s) + cross_entropy(logits[b:], y_m, w_m)) / 2
 
         losses = {"diffusion": self.weights["diffusion"] * loss_diff, "seg": self.weights["seg"] * loss_seg}
-        z_src, z_tgt = z0_hat[:b], z0_hat[2 * b:]
         if self.discriminator is not None:
             self.discriminator.requires_grad_(False)  # the generator term must not train the critic
             score = self.discriminator(z_tgt)

@@ -52,13 +52,21 @@ class FusionDecoder(nn.Module):
     def num_skips(self) -> int:
         return len(self.skip_projs)
 
-    def forward(self, z: torch.Tensor, skips: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
-        """z (B, Cz, h, w) and ``num_skips`` skip features -> logits (B, num_classes, *size)."""
+    def features(self, z: torch.Tensor, skips: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
+        """The fused features of z (B, Cz, h, w) and ``num_skips`` skip features for an output of
+        ``size``: (B, channels, ceil(H/fuse_stride), ceil(W/fuse_stride))."""
         if len(skips) != self.num_skips:
             raise ValueError(f"decoder was built for {self.num_skips} skip features, got {len(skips)}")
         fine = (math.ceil(size[0] / self.fuse_stride), math.ceil(size[1] / self.fuse_stride))
         feats = [resize_to(self.latent_proj(z), fine)]  # (B, channels, H/4, W/4)
         feats += [resize_to(proj(f), fine) for proj, f in zip(self.skip_projs, skips)]
-        x = self.fuse(torch.cat(feats, dim=1))  # (B, channels, H/4, W/4)
+        return self.fuse(torch.cat(feats, dim=1))  # (B, channels, H/4, W/4)
+
+    def classify(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """Fused features (B, channels, H/4, W/4) -> logits (B, num_classes, *size)."""
         logits = self.classifier(self.dropout(x))  # (B, num_classes, H/4, W/4)
         return resize_to(logits, tuple(size))  # (B, num_classes, H, W)
+
+    def forward(self, z: torch.Tensor, skips: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
+        """z (B, Cz, h, w) and ``num_skips`` skip features -> logits (B, num_classes, *size)."""
+        return self.classify(self.features(z, skips, size), size)

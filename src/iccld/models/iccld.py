@@ -124,6 +124,11 @@ class ICCLD(nn.Module):
         skips are not used at all: D sees z alone."""
         return self.decoder(z, list(skips) if self.inter_coder else [], tuple(size))
 
+    def decode_features(self, z: torch.Tensor, skips: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
+        """D's fused features before its classifier: (B, decoder_channels, H/4, W/4); logits are
+        ``self.decoder.classify(features, size)``."""
+        return self.decoder.features(z, list(skips) if self.inter_coder else [], tuple(size))
+
     def denoise(self, z_t: torch.Tensor, z0: torch.Tensor, t: int | torch.Tensor) -> torch.Tensor:
         """The raw output of eps_theta on concat(z_t, z0) at timesteps ``t`` (int or (B,)): (B, Cz, h, w)."""
         out = run_denoiser(self.denoiser, z_t, z0, as_timesteps(t, z_t.shape[0], z_t.device))
