@@ -12,7 +12,9 @@ Measures, on random tensors (the data loader is not measured):
    encoder, decoder and one denoiser call;
 3. peak memory of each training method and of three predict settings (CPU: the growth of the peak
    resident set size of a fresh process while it runs the workload; CUDA: max_memory_allocated);
-4. predict latency against image size.
+4. predict latency against image size;
+5. the same K=4 / stage-1 ratio for the ``paper`` preset (MiT-B5, the full-size denoiser) on one
+   512x512 image (the paper's crop), randomly initialised: the scale the method is designed for.
 Workloads of one table are timed round-robin and ratios are taken per round, so load from other
 jobs on a shared machine inflates absolute times but hardly the ratios.
 
@@ -46,9 +48,11 @@ STAGE2_TARGET = 3.0  # stage-2 iteration <= this x a source-only one
 K4_TARGET = 1.3  # predict with K=4, N=1 <= this x the stage-1 path
 MEMORY_PROBES = ("train_source_only", "train_stage1", "train_stage2",
                  "predict_stage1_path", "predict_K4_N1", "predict_K4_N4")
+PAPER_SIZE = (512, 512)  # (W, H): the paper's training crop
+PAPER_STEPS = (1, 4, 10)
 REPEATS = {  # (warm-up rounds, measured rounds)
-    "default": {"training": (3, 10), "predict": (1, 7), "sizes": (1, 5)},
-    "quick": {"training": (1, 3), "predict": (1, 2), "sizes": (1, 2)},
+    "default": {"training": (3, 10), "predict": (1, 7), "sizes": (1, 5), "paper": (1, 5)},
+    "quick": {"training": (1, 3), "predict": (1, 2), "sizes": (1, 2), "paper": (1, 1)},
 }
 
 
@@ -167,6 +171,31 @@ def measure_sizes(device, warmup: int, repeats: int) -> dict:
         rows.append({"size_wh": list(size), "pixels": size[0] * size[1], "stage1_ms": s1.as_dict()["median_ms"],
                      "K4_ms": k4.as_dict()["median_ms"], "K4_over_stage1": round(paired_ratio(k4, s1), 3)})
     return {"rows": rows, "repeats": repeats, "warmup": warmup}
+
+
+def measure_paper(device, warmup: int, repeats: int) -> dict:
+    """K-step predict against the stage-1 path for the paper preset (random weights: speed only)."""
+    from iccld.models import build_model
+    from iccld.models.presets import preset
+
+    cfg = preset("paper")
+    model = build_model(cfg).to(device).eval()
+    x = _image(PAPER_SIZE, device)
+    fns = {"stage1_path": _predict_fn(model, x, None, 1)}
+    fns.update({f"K{k}_N1": _predict_fn(model, x, k, 1) for k in PAPER_STEPS})
+    timings = time_interleaved(fns, warmup, repeats, _sync(device))
+    base = timings["stage1_path"]
+    rows = [{"steps": None, **base.as_dict(), "ratio_to_stage1": 1.0}]
+    rows += [{"steps": k, **timings[f"K{k}_N1"].as_dict(),
+              "ratio_to_stage1": round(paired_ratio(timings[f"K{k}_N1"], base), 3)} for k in PAPER_STEPS]
+    k4 = next(r for r in rows if r["steps"] == 4)["ratio_to_stage1"]
+    del model
+    gc.collect()
+    return {"size_wh": list(PAPER_SIZE), "batch": 1, "backbone": cfg.backbone,
+            "unet_channels": list(cfg.unet_channels), "unet_layers_per_block": cfg.unet_layers_per_block,
+            "unet_attention": cfg.unet_attention, "rows": rows,
+            "target": {"what": f"paper preset: predict K=4, N=1 <= {K4_TARGET}x the stage-1 path",
+                       "value": k4, "met": k4 <= K4_TARGET}}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -298,6 +327,18 @@ def render_speed_section(r: dict) -> str:
     rows = [[f"{s['size_wh'][0]}x{s['size_wh'][1]}", s["pixels"], f"{s['stage1_ms']:.1f}", f"{s['K4_ms']:.1f}",
              f"{s['K4_over_stage1']:.2f}x"] for s in r["sizes"]["rows"]]
     lines += [markdown_table(["W x H", "pixels", "stage-1 path ms", "K=4 ms", "K=4 / stage-1"], rows), ""]
+    if "paper" in r:
+        pp = r["paper"]
+        w, h = pp["size_wh"]
+        lines += [f"### The paper preset ({pp['backbone']}, denoiser channels {pp['unet_channels']}, "
+                  f"{w}x{h}, batch 1, random weights)", "",
+                  "The same comparison at the scale the method is designed for, on the same CPU: the "
+                  "encoder's cost grows with the image and the backbone, the denoiser's with the stride-16 "
+                  f"latent grid only. K=4, N=1 against the stage-1 path: {_met(pp['target'])} "
+                  f"({pp['target']['value']:.2f}x; target {K4_TARGET:g}x).", ""]
+        rows = [["stage-1 path D(z0)" if q["steps"] is None else "diffusion", q["steps"] or "-",
+                 f"{q['median_ms']:.0f}", f"{q['ratio_to_stage1']:.2f}x"] for q in pp["rows"]]
+        lines += [markdown_table(["path", "K steps", "ms (median)", "x stage-1 path"], rows), ""]
     if mem:
         rows = [[k, v["before_mb"], v["peak_mb"], v["growth_mb"]] for k, v in mem.items()]
         lines += ["### Peak memory", "", f"{r['memory']['what']}.", "",
@@ -313,6 +354,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2, help="torch threads on the CPU (default 2)")
     p.add_argument("--quick", action="store_true", help="fewer repeats (a smoke test, noisy numbers)")
     p.add_argument("--no-memory", action="store_true", help="skip the memory probes")
+    p.add_argument("--no-paper", action="store_true",
+                   help="skip the paper-preset (MiT-B5, 512x512) predict comparison (about 1 minute on a CPU)")
     p.add_argument("--json", type=Path, default=None,
                    help="result file (default benchmarks/results/speed.json; speed_cuda.json on CUDA)")
     p.add_argument("--doc", type=Path, default=None,
@@ -351,6 +394,9 @@ def main(argv=None) -> int:
         result["predict"] = measure_predict(args.device, *reps["predict"])
         print("image sizes ...", file=sys.stderr, flush=True)
         result["sizes"] = measure_sizes(args.device, *reps["sizes"])
+        if not args.no_paper:
+            print("paper preset ...", file=sys.stderr, flush=True)
+            result["paper"] = measure_paper(args.device, *reps["paper"])
         if not args.no_memory:
             print("memory ...", file=sys.stderr, flush=True)
             result["memory"] = measure_memory(args.device, args.threads)

@@ -212,6 +212,20 @@ def test_speed_section_states_the_targets_plainly():
     assert "costs 1.20x encoder + decoder" in text  # sample_K4 12 / (encode 6 + decode 4)
     text = speed.render_speed_section(_speed_result(stage2_ratio=3.5, k4_ratio=1.2))
     assert "**not met** (3.50x, 1.17x the target)" in text and "**met** (1.20x)" in text
+    assert "paper preset" not in text  # measured only without --no-paper
+
+
+def test_speed_section_reports_the_paper_preset_when_measured():
+    result = _speed_result(stage2_ratio=2.0, k4_ratio=1.6)
+    timing = {"median_ms": 1200.0, "min_ms": 1100.0, "max_ms": 1300.0, "repeats": 3, "warmup": 1}
+    result["paper"] = {"size_wh": [512, 512], "backbone": "mit-b5", "unet_channels": [128, 256, 256],
+                       "rows": [{"steps": None, **timing, "ratio_to_stage1": 1.0},
+                                {"steps": 4, **timing, "median_ms": 1464.0, "ratio_to_stage1": 1.22}],
+                       "target": {"value": 1.22, "met": True}}
+    text = speed.render_speed_section(result)
+    assert "### The paper preset (mit-b5, denoiser channels [128, 256, 256], 512x512" in text
+    assert "K=4, N=1 against the stage-1 path: **met** (1.22x; target 1.3x)" in text
+    assert "| diffusion | 4 | 1464 | 1.22x |" in text
 
 
 def _gpu_result(device="cuda", tiny=False) -> dict:
