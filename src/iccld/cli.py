@@ -61,6 +61,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the noise draws")
     p.add_argument("--max-images", type=int, default=0, help="evaluate only the first N images")
     p.add_argument("--json", help="write the results to this JSON file")
+    p.add_argument("--confusion", action="store_true",
+                   help="also list, per class, what its pixels were predicted as (kept in --json as \"confusion\")")
 
 
 def _add_score(sub: argparse._SubParsersAction) -> None:
@@ -69,6 +71,8 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gt", required=True)
     p.add_argument("--subsets", action="store_true", help="also report the SYNTHIA 16/13-class means")
     p.add_argument("--json", help="write the results to this JSON file")
+    p.add_argument("--confusion", action="store_true",
+                   help="also list, per class, what its pixels were predicted as (kept in --json as \"confusion\")")
 
 
 def _add_predict(sub: argparse._SubParsersAction) -> None:

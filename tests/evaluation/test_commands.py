@@ -79,8 +79,16 @@ def test_evaluate_writes_json_and_score_agrees_with_predict(tiny_run, tiny_bench
     assert main(["predict", "--checkpoint", str(tiny_run / "final"), *map(str, val_images), "--out", str(pred)]) == 0
     scored = tmp_path / "score.json"
     assert main(["score", "--pred", str(pred), "--gt", str(tiny_benchmark / "target" / "gtFine" / "val"),
-                 "--json", str(scored)]) == 0
-    assert json.loads(scored.read_text())["miou"] == pytest.approx(result["miou"], abs=1e-6)
+                 "--json", str(scored), "--confusion"]) == 0
+    scored = json.loads(scored.read_text())
+    assert scored["miou"] == pytest.approx(result["miou"], abs=1e-6)
+    # --confusion: the same matrix seen from the rows; correct share = recall of each class
+    confused = tmp_path / "confusion.json"
+    assert main(["evaluate", "--checkpoint", str(tiny_run), "--json", str(confused), "--confusion"]) == 0
+    rows = json.loads(confused.read_text())["confusion"]
+    assert rows == scored["confusion"] and rows
+    for row in rows:
+        assert row["correct"] + sum(p["share"] for p in row["predicted_as"]) <= 100.0 + 1e-6
 
 
 def test_evaluate_errors_are_one_line(tmp_path, capsys):

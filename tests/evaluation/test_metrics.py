@@ -35,6 +35,30 @@ def test_matrix_iou_and_accuracy_by_hand():
     assert s["pixel_accuracy"] == pytest.approx(100 * 4 / 7)
 
 
+def test_confusions_say_where_each_class_went():
+    cm = _hand_case()  # rows a: [2, 1, 0, 0], b: [0, 2, 1, 0], c: [1, 0, 0, 0]; d absent
+    cm.update(torch.tensor([7, 2]), torch.tensor([1, 1]))  # one b pixel unassigned, one more as c
+    rows = cm.confusions(top=2)
+    assert [r["class"] for r in rows] == ["a", "b", "c"]  # d has no ground-truth pixels
+    a, b, c = rows
+    assert a["pixels"] == 3 and a["correct"] == pytest.approx(200 / 3)
+    assert a["predicted_as"] == [{"class": "b", "share": pytest.approx(100 / 3)}]
+    assert b["pixels"] == 5 and b["correct"] == pytest.approx(40.0) and b["unassigned"] == pytest.approx(20.0)
+    assert b["predicted_as"] == [{"class": "c", "share": pytest.approx(40.0)}]
+    assert c["correct"] == 0.0 and c["predicted_as"] == [{"class": "a", "share": 100.0}]
+    assert cm.confusions(top=0)[0]["predicted_as"] == []
+    with pytest.raises(ValueError):
+        cm.confusions(top=-1)
+
+
+def test_confusions_order_mistakes_by_share():
+    cm = ConfusionMatrix(num_classes=4)
+    cm.update(torch.tensor([3, 3, 3, 1, 2, 2, 0]), torch.tensor([0, 0, 0, 0, 0, 0, 0]))
+    (row,) = cm.confusions(top=2)
+    assert [p["class"] for p in row["predicted_as"]] == ["3", "2"]  # 3/7 then 2/7; 1/7 is cut (numbers: no names for 4 classes)
+    assert [round(p["share"], 2) for p in row["predicted_as"]] == [42.86, 28.57]
+
+
 def test_updates_accumulate():
     cm = ConfusionMatrix(num_classes=4)
     cm.update(torch.tensor([0, 1, 1, 1]), torch.tensor([0, 0, 1, 1]))

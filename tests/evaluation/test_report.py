@@ -33,3 +33,23 @@ def test_markdown_table_has_one_column_per_method():
     assert len(table) == 2 + 3 + 3  # header, rule, classes, mIoU / mIoU16 / accuracy
     with pytest.raises(ValueError):
         markdown_table({})
+
+
+def test_format_confusions_lists_mistakes_per_class():
+    import torch
+
+    from iccld.evaluation.metrics import ConfusionMatrix
+    from iccld.evaluation.report import format_confusions
+
+    cm = ConfusionMatrix(num_classes=19)
+    gt = torch.tensor([10] * 10 + [0] * 4)  # 10 sky pixels, 4 road pixels
+    pred = torch.tensor([10] * 4 + [2] * 5 + [8] + [0] * 4)  # sky: 4 right, 5 building, 1 vegetation
+    cm.update(pred, gt)
+    text = format_confusions(cm.confusions())
+    lines = text.splitlines()
+    assert lines[0].split()[:3] == ["class", "GT", "pixels"]
+    road = next(line for line in lines if line.startswith("road"))
+    sky = next(line for line in lines if line.startswith("sky"))
+    assert road.split()[1:] == ["4", "100.0", "-"]
+    assert sky.split(None, 3)[1:] == ["10", "40.0", "building 50.0, vegetation 10.0"]
+    assert format_confusions([]) == "no labelled pixels"

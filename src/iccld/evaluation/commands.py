@@ -25,7 +25,7 @@ def _subsets_for(config) -> dict | None:
 def evaluate_command(args) -> int:
     from ..data.build import build_dataset
     from .evaluate import evaluate_model
-    from .report import format_table
+    from .report import format_confusions, format_table
 
     loaded = load_models(args.checkpoint, args.which)
     if args.config:
@@ -51,6 +51,9 @@ def evaluate_command(args) -> int:
         print(f"\n{args.checkpoint} [{label}, {path} path, {len(dataset) if not args.max_images else args.max_images}"
               f" images of {val_cfg.root} {args.split}]")
         print(format_table(results[label]))
+        if args.confusion:
+            results[label]["confusion"] = cm.confusions()
+            print("\n" + format_confusions(results[label]["confusion"]))
     if args.json:
         payload = results[next(iter(results))] if len(results) == 1 else results
         atomic_write_text(Path(args.json), json.dumps(payload, indent=2))
@@ -58,11 +61,13 @@ def evaluate_command(args) -> int:
 
 
 def score_command(args) -> int:
-    from .report import format_table
+    from .report import format_confusions, format_table
     from .score import score_folders
 
-    summary = score_folders(args.pred, args.gt, subsets=args.subsets)
+    summary = score_folders(args.pred, args.gt, subsets=args.subsets, confusion=args.confusion)
     print(format_table(summary))
+    if args.confusion:
+        print("\n" + format_confusions(summary["confusion"]))
     if args.json:
         atomic_write_text(Path(args.json), json.dumps(summary, indent=2))
     return 0

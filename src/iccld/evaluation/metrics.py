@@ -136,6 +136,33 @@ class ConfusionMatrix:
         return result
 
 
+    def confusions(self, top: int = 3) -> list[dict]:
+        """Where each class's ground-truth pixels went: one entry per class present in the ground truth.
+
+        Returns ``[{"class": name, "pixels": n, "correct": %, "predicted_as": [{"class": other,
+        "share": %}, ...], "unassigned": %}, ...]`` in class order; ``predicted_as`` holds the ``top``
+        most frequent wrong predictions with a non-zero share, most frequent first. Shares are
+        percentages of the class's ground-truth pixels (``unassigned``: predictions outside 0..C-1).
+        """
+        if top < 0:
+            raise ValueError(f"top must be >= 0, got {top}")
+        m = self.matrix.cpu()
+        unassigned = self.unassigned.cpu()
+        rows = []
+        for i, name in enumerate(self.class_names):
+            total = int(m[i].sum()) + int(unassigned[i])
+            if total == 0:
+                continue
+            wrong = [(int(m[i, j]), j) for j in range(self.num_classes) if j != i and int(m[i, j]) > 0]
+            wrong.sort(key=lambda cj: (-cj[0], cj[1]))
+            rows.append({
+                "class": name, "pixels": total, "correct": 100.0 * int(m[i, i]) / total,
+                "predicted_as": [{"class": self.class_names[j], "share": 100.0 * c / total} for c, j in wrong[:top]],
+                "unassigned": 100.0 * int(unassigned[i]) / total,
+            })
+        return rows
+
+
 def _nanmean_percent(iou: torch.Tensor, ids: Sequence[int]) -> float | None:
     values = [v for v in iou[list(ids)].tolist() if not math.isnan(v)]
     return 100.0 * sum(values) / len(values) if values else None

@@ -1,7 +1,9 @@
 """Per-class IoU tables from :meth:`ConfusionMatrix.summary` dictionaries.
 
 ``format_table`` gives a fixed-width plain-text table of one summary (for the terminal and logs);
-``markdown_table`` puts several summaries side by side, one column per method (for reports).
+``markdown_table`` puts several summaries side by side, one column per method (for reports);
+``format_confusions`` lists, per class, where its ground-truth pixels went
+(:meth:`ConfusionMatrix.confusions`).
 Values are percentages with one decimal; an undefined value (a class absent from both prediction
 and ground truth) shows as "-".
 """
@@ -39,6 +41,24 @@ def format_table(summary: Mapping) -> str:
         if i == len(summary.get("per_class", {})):
             lines.append("-" * (width + 8))
         lines.append(f"{name:<{width}}  {value:>6}")
+    return "\n".join(lines)
+
+
+def format_confusions(rows: list[dict]) -> str:
+    """A plain-text table: class, ground-truth pixels, % predicted correctly, most frequent mistakes."""
+    if not rows:
+        return "no labelled pixels"
+    body = []
+    for r in rows:
+        mistakes = [f"{p['class']} {p['share']:.1f}" for p in r["predicted_as"]]
+        if r.get("unassigned", 0) > 0:
+            mistakes.append(f"(no class) {r['unassigned']:.1f}")
+        body.append((r["class"], f"{r['pixels']:,}", f"{r['correct']:.1f}", ", ".join(mistakes) or "-"))
+    w0 = max(len("class"), *(len(b[0]) for b in body))
+    w1 = max(len("GT pixels"), *(len(b[1]) for b in body))
+    lines = [f"{'class':<{w0}}  {'GT pixels':>{w1}}  {'correct %':>9}  most often predicted as (% of GT pixels)",
+             "-" * (w0 + w1 + 55)]
+    lines += [f"{a:<{w0}}  {b:>{w1}}  {c:>9}  {d}" for a, b, c, d in body]
     return "\n".join(lines)
 
 

@@ -97,11 +97,11 @@ def _unmatched(names: list[str], folder: Path, other: Path) -> str:
 
 
 def score_folders(pred_dir: str | Path, gt_dir: str | Path, subsets: bool = False,
-                  num_classes: int = NUM_CLASSES) -> dict:
+                  num_classes: int = NUM_CLASSES, confusion: bool = False) -> dict:
     """Accumulate one confusion matrix over all pairs and return its summary.
 
     Returns :meth:`ConfusionMatrix.summary` (with "miou16"/"miou13" when ``subsets``) plus
-    "num_images". Raises DataError for a missing or empty folder, unpaired files, a size mismatch
+    "num_images", and with ``confusion`` a "confusion" list (:meth:`ConfusionMatrix.confusions`). Raises DataError for a missing or empty folder, unpaired files, a size mismatch
     or an unreadable or invalid PNG, naming the file.
     """
     pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
@@ -129,4 +129,6 @@ def score_folders(pred_dir: str | Path, gt_dir: str | Path, subsets: bool = Fals
         cm.update(torch.from_numpy(pred), torch.from_numpy(gt))
     result = cm.summary(SYNTHIA_SUBSETS if subsets else None)
     result["num_images"] = len(gts)
+    if confusion:
+        result["confusion"] = cm.confusions()
     return result
