@@ -301,3 +301,41 @@ def test_gpu_check_sh_without_cuda_measures_nothing(tmp_path):
                           env=env)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "no CUDA device; nothing measured"
+
+
+# ------------------------------------------------------------------------------------------------
+# accuracy.py's findings
+
+def _accuracy_runs() -> list[dict]:
+    ema = {"source_only": (8.0, 9.0, 10.0), "oracle": (26.0, 24.0, 25.0), "stage1": (16.0, 17.0, 15.0),
+           "stage2_no_adv": (16.5, 17.2, 15.6), "stage2": (18.0, 18.5, 18.4)}
+    direct = (17.5, 17.4, 18.8)
+    runs = []
+    for method, values in ema.items():
+        for seed, v in enumerate(values):
+            runs.append({"method": method, "seed": seed, "miou": {"ema": v, "model": v},
+                         "miou_direct_ema": direct[seed] if method == "stage2" else None})
+    return runs
+
+
+def test_accuracy_findings_state_targets_and_paired_deltas():
+    import accuracy
+
+    runs = _accuracy_runs()
+    lines = accuracy.findings(accuracy.summarise(runs), runs)
+    text = "\n".join(lines)
+    # gap: source 9.0, oracle 25.0, full 18.3 -> (18.3 - 9) / 16 = 58%
+    assert "Full ICCLD closes **58%** of the source-only -> oracle gap (target: at least 75%, NOT reached)." in text
+    adv = next(line for line in lines if line.startswith("- The adversarial term:"))
+    assert adv.startswith("- The adversarial term: +1.87 mIoU (largest std 0.80; beyond the seeds' spread; "
+                          "paired by seed +1.87 ± 0.81, 3 of 3 seeds better")  # deltas 1.5, 1.3, 2.8
+    sampling = next(line for line in lines if line.startswith("- The sampling itself"))
+    # deltas 0.5, 1.1, -0.4
+    assert "+0.40 ± 0.75 mIoU, 2 of 3 seeds better (D(z0): 17.5 / 17.4 / 18.8)" in sampling
+
+
+def test_accuracy_findings_without_direct_path_numbers_skip_that_line():
+    import accuracy
+
+    runs = [{**r, "miou_direct_ema": None} for r in _accuracy_runs()]
+    assert not any("sampling itself" in line for line in accuracy.findings(accuracy.summarise(runs), runs))
