@@ -69,10 +69,14 @@ def train_one(bench: Path, runs: Path, key: str, config_name: str, stage1: str |
     return result
 
 
-def direct_path_miou(run: Path) -> float:
-    """EMA-model mIoU of a finished stage-2 run through D(z0), skipping the sampling: with the run's
-    own diffusion-path result it says what the denoiser adds at test time. Cached in the run folder
-    (``direct_path.json``, keyed by the iteration) so that a rerun of the script reuses it."""
+EXTRA_STEPS = (1, 10)  # sampling steps K also evaluated for full ICCLD (the runs themselves use K=4)
+
+
+def extra_evaluations(run: Path) -> dict[str, float]:
+    """EMA-model mIoU of a finished stage-2 run read other ways than its own K=4 diffusion path:
+    ``"direct"`` through D(z0), which says what the sampling adds at test time, and ``"K1"``/``"K10"``
+    with other numbers of DDIM steps. Cached in the run folder (``extra_evaluations.json``, keyed by
+    the iteration) so that a rerun of the script reuses them."""
     import dataclasses
     import json
 
@@ -82,7 +86,7 @@ def direct_path_miou(run: Path) -> float:
     from iccld.utils import atomic_write_text
 
     iteration = json.loads((run / "results.json").read_text())["iteration"]
-    cache = run / "direct_path.json"
+    cache = run / "extra_evaluations.json"
     if cache.is_file():
         cached = json.loads(cache.read_text())
         if cached.get("iteration") == iteration:
@@ -91,7 +95,10 @@ def direct_path_miou(run: Path) -> float:
     val = dataclasses.replace(loaded.config.data.val, split="val")
     dataset = build_dataset(val, train=False, labelled=True, crop_size=tuple(loaded.config.data.crop_size),
                             cat_max_ratio=1.0, flip=False)
-    miou = evaluate_model(loaded.models["ema"], dataset, path="direct", progress=False).summary()["miou"]
+    model = loaded.models["ema"]
+    variants = {"direct": dict(path="direct"), **{f"K{k}": dict(path="diffusion", steps=k) for k in EXTRA_STEPS}}
+    miou = {name: evaluate_model(model, dataset, progress=False, **kw).summary()["miou"]
+            for name, kw in variants.items()}
     atomic_write_text(cache, json.dumps({"iteration": iteration, "miou": miou}, indent=2))
     return miou
 
@@ -156,8 +163,8 @@ def findings(summary: dict, runs: list[dict] | None = None) -> list[str]:
                     detail += (f"; paired by seed {m:+.2f} ± {s:.2f}, "
                                f"{sum(d > 0 for d in paired)} of {len(paired)} seeds better")
             lines.append(f"- {name[0].upper() + name[1:]}: {delta:+.2f} mIoU ({detail}).")
-    direct = [(r["miou"]["ema"], r["miou_direct_ema"]) for r in runs
-              if r["method"] == "stage2" and r.get("miou_direct_ema") is not None]
+    extra = [r for r in runs if r["method"] == "stage2" and r.get("extra_ema")]
+    direct = [(r["miou"]["ema"], r["extra_ema"]["direct"]) for r in extra]
     if direct:
         deltas = [a - b for a, b in direct]
         m, s = mean_std(deltas)
@@ -165,6 +172,11 @@ def findings(summary: dict, runs: list[dict] | None = None) -> list[str]:
                      f"(no denoiser at test time): {m:+.2f}" + (f" ± {s:.2f}" if len(deltas) > 1 else "")
                      + f" mIoU, {sum(d > 0 for d in deltas)} of {len(deltas)} seeds better (D(z0): "
                      + " / ".join(f"{b:.1f}" for _, b in direct) + ").")
+        steps = {4: [r["miou"]["ema"] for r in extra],
+                 **{k: [r["extra_ema"][f"K{k}"] for r in extra if f"K{k}" in r["extra_ema"]] for k in EXTRA_STEPS}}
+        lines.append("- Sampling steps K for full ICCLD (trained and reported at K=4), mean over seeds: "
+                     + ", ".join(f"K={k} {statistics.fmean(v):.2f}" for k, v in sorted(steps.items()) if v)
+                     + f"; D(z0) {statistics.fmean(b for _, b in direct):.2f}.")
     if get("stage2"):
         lines.append("- Read the stage-2 rows with care: the CPU configs fine-tune D at a low lr in stage 2, and a "
                      "control that trains D alone, with eps_theta held still, got most of the gain of stage 2 without its "
@@ -253,9 +265,9 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             print(f"== seed {seed}: {key}", file=sys.stderr)
             r = train_one(bench, out, key, config_name, stage1, seed, args.quick)
-            direct = direct_path_miou(out / f"{key}_s{seed}") if key == "stage2" else None
+            extra = extra_evaluations(out / f"{key}_s{seed}") if key == "stage2" else None
             runs.append({"method": key, "seed": seed, "miou": {w: r["val"][w]["miou"] for w in ("ema", "model")},
-                         "miou_direct_ema": direct,
+                         "extra_ema": extra,
                          "per_class": r["val"]["ema"]["per_class"], "per_class_model": r["val"]["model"]["per_class"],
                          "inference_path": r["inference_path"], "iterations": r["iteration"],
                          "seconds": r["seconds"]})

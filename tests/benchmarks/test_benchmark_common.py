@@ -314,7 +314,8 @@ def _accuracy_runs() -> list[dict]:
     for method, values in ema.items():
         for seed, v in enumerate(values):
             runs.append({"method": method, "seed": seed, "miou": {"ema": v, "model": v},
-                         "miou_direct_ema": direct[seed] if method == "stage2" else None})
+                         "extra_ema": ({"direct": direct[seed], "K1": 17.0, "K10": 18.0 + seed}
+                                       if method == "stage2" else None)})
     return runs
 
 
@@ -332,10 +333,13 @@ def test_accuracy_findings_state_targets_and_paired_deltas():
     sampling = next(line for line in lines if line.startswith("- The sampling itself"))
     # deltas 0.5, 1.1, -0.4
     assert "+0.40 ± 0.75 mIoU, 2 of 3 seeds better (D(z0): 17.5 / 17.4 / 18.8)" in sampling
+    steps = next(line for line in lines if line.startswith("- Sampling steps K"))
+    assert steps.endswith("mean over seeds: K=1 17.00, K=4 18.30, K=10 19.00; D(z0) 17.90.")
 
 
 def test_accuracy_findings_without_direct_path_numbers_skip_that_line():
     import accuracy
 
-    runs = [{**r, "miou_direct_ema": None} for r in _accuracy_runs()]
-    assert not any("sampling itself" in line for line in accuracy.findings(accuracy.summarise(runs), runs))
+    runs = [{**r, "extra_ema": None} for r in _accuracy_runs()]
+    lines = accuracy.findings(accuracy.summarise(runs), runs)
+    assert not any("sampling itself" in line or "Sampling steps" in line for line in lines)
