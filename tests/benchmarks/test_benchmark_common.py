@@ -343,3 +343,31 @@ def test_accuracy_findings_without_direct_path_numbers_skip_that_line():
     runs = [{**r, "extra_ema": None} for r in _accuracy_runs()]
     lines = accuracy.findings(accuracy.summarise(runs), runs)
     assert not any("sampling itself" in line or "Sampling steps" in line for line in lines)
+
+
+def test_accuracy_extra_evaluations_agree_with_the_run_and_are_cached(tiny_benchmark, tmp_path, monkeypatch):
+    import accuracy
+    from conftest import CONFIGS, tiny_overrides
+
+    from iccld.config import load_config
+    from iccld.evaluation import evaluate
+    from iccld.training.commands import run_training
+
+    run = tmp_path / "stage1"
+    config = load_config(CONFIGS / "synthetic" / "stage1.yaml", tiny_overrides(tiny_benchmark))
+    assert run_training(config, run, progress=False) == 0
+    extra = accuracy.extra_evaluations(run)
+    assert set(extra) == {"direct", "K1", "K10"} and all(0 <= v <= 100 for v in extra.values())
+    # a stage-1 run is scored on D(z0) by the trainer itself: the same number
+    results = json.loads((run / "results.json").read_text())
+    assert extra["direct"] == pytest.approx(results["val"]["ema"]["miou"], abs=1e-9)
+
+    def fail(*args, **kwargs):
+        raise AssertionError("evaluated again instead of reading the cache")
+
+    monkeypatch.setattr(evaluate, "evaluate_model", fail)
+    assert accuracy.extra_evaluations(run) == extra  # cached
+    results["iteration"] += 1  # a different (e.g. resumed and extended) run: the cache is stale
+    (run / "results.json").write_text(json.dumps(results))
+    with pytest.raises(AssertionError, match="evaluated again"):
+        accuracy.extra_evaluations(run)
