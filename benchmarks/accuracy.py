@@ -77,10 +77,9 @@ def extra_evaluations(run: Path) -> dict[str, float]:
     ``"direct"`` through D(z0), which says what the sampling adds at test time, and ``"K1"``/``"K10"``
     with other numbers of DDIM steps. Cached in the run folder (``extra_evaluations.json``, keyed by
     the iteration) so that a rerun of the script reuses them."""
-    import dataclasses
     import json
 
-    from iccld.data.build import build_dataset
+    from iccld.data.build import build_val_dataset
     from iccld.evaluation.evaluate import evaluate_model
     from iccld.evaluation.loading import load_models
     from iccld.utils import atomic_write_text
@@ -92,9 +91,7 @@ def extra_evaluations(run: Path) -> dict[str, float]:
         if cached.get("iteration") == iteration:
             return cached["miou"]
     loaded = load_models(str(run), "ema")
-    val = dataclasses.replace(loaded.config.data.val, split="val")
-    dataset = build_dataset(val, train=False, labelled=True, crop_size=tuple(loaded.config.data.crop_size),
-                            cat_max_ratio=1.0, flip=False)
+    dataset = build_val_dataset(loaded.config.data, split="val")
     model = loaded.models["ema"]
     variants = {"direct": dict(path="direct"), **{f"K{k}": dict(path="diffusion", steps=k) for k in EXTRA_STEPS}}
     miou = {name: evaluate_model(model, dataset, progress=False, **kw).summary()["miou"]

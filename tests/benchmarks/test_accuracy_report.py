@@ -1,5 +1,7 @@
-"""The accuracy benchmark's summary and findings (no training: hand-made run records)."""
+"""The accuracy benchmark's summary and findings (hand-made run records), and its cached extra
+evaluations of a finished run."""
 
+import json
 import sys
 from pathlib import Path
 
@@ -33,3 +35,64 @@ def test_findings_report_gap_closure_spread_and_paired_deltas():
     # +0.83 mean, the largest std (1.53) is bigger: not beyond the spread, but better on every seed
     assert "+0.83 mIoU" in full and "NOT beyond the seeds' spread" in full
     assert "paired by seed +0.83 ± 0.29, 3 of 3 seeds better" in full
+
+def _accuracy_runs() -> list[dict]:
+    ema = {"source_only": (8.0, 9.0, 10.0), "oracle": (26.0, 24.0, 25.0), "stage1": (16.0, 17.0, 15.0),
+           "stage2_no_adv": (16.5, 17.2, 15.6), "stage2": (18.0, 18.5, 18.4)}
+    direct = (17.5, 17.4, 18.8)
+    runs = []
+    for method, values in ema.items():
+        for seed, v in enumerate(values):
+            runs.append({"method": method, "seed": seed, "miou": {"ema": v, "model": v},
+                         "extra_ema": ({"direct": direct[seed], "K1": 17.0, "K10": 18.0 + seed}
+                                       if method == "stage2" else None)})
+    return runs
+
+
+def test_accuracy_findings_state_targets_and_paired_deltas():
+    runs = _accuracy_runs()
+    lines = accuracy.findings(accuracy.summarise(runs), runs)
+    text = "\n".join(lines)
+    # gap: source 9.0, oracle 25.0, full 18.3 -> (18.3 - 9) / 16 = 58%
+    assert "Full ICCLD closes **58%** of the source-only -> oracle gap (target: at least 75%, NOT reached)." in text
+    adv = next(line for line in lines if line.startswith("- The adversarial term:"))
+    assert adv.startswith("- The adversarial term: +1.87 mIoU (largest std 0.80; beyond the seeds' spread; "
+                          "paired by seed +1.87 ± 0.81, 3 of 3 seeds better")  # deltas 1.5, 1.3, 2.8
+    sampling = next(line for line in lines if line.startswith("- The sampling itself"))
+    # deltas 0.5, 1.1, -0.4
+    assert "+0.40 ± 0.75 mIoU, 2 of 3 seeds better (D(z0): 17.5 / 17.4 / 18.8)" in sampling
+    steps = next(line for line in lines if line.startswith("- Sampling steps K"))
+    assert steps.endswith("mean over seeds: K=1 17.00, K=4 18.30, K=10 19.00; D(z0) 17.90.")
+
+
+def test_accuracy_findings_without_direct_path_numbers_skip_that_line():
+    runs = [{**r, "extra_ema": None} for r in _accuracy_runs()]
+    lines = accuracy.findings(accuracy.summarise(runs), runs)
+    assert not any("sampling itself" in line or "Sampling steps" in line for line in lines)
+
+
+def test_accuracy_extra_evaluations_agree_with_the_run_and_are_cached(tiny_benchmark, tmp_path, monkeypatch):
+    from conftest import CONFIGS, tiny_overrides
+
+    from iccld.config import load_config
+    from iccld.evaluation import evaluate
+    from iccld.training.commands import run_training
+
+    run = tmp_path / "stage1"
+    config = load_config(CONFIGS / "synthetic" / "stage1.yaml", tiny_overrides(tiny_benchmark))
+    assert run_training(config, run, progress=False) == 0
+    extra = accuracy.extra_evaluations(run)
+    assert set(extra) == {"direct", "K1", "K10"} and all(0 <= v <= 100 for v in extra.values())
+    # a stage-1 run is scored on D(z0) by the trainer itself: the same number
+    results = json.loads((run / "results.json").read_text())
+    assert extra["direct"] == pytest.approx(results["val"]["ema"]["miou"], abs=1e-9)
+
+    def fail(*args, **kwargs):
+        raise AssertionError("evaluated again instead of reading the cache")
+
+    monkeypatch.setattr(evaluate, "evaluate_model", fail)
+    assert accuracy.extra_evaluations(run) == extra  # cached
+    results["iteration"] += 1  # a different (e.g. resumed and extended) run: the cache is stale
+    (run / "results.json").write_text(json.dumps(results))
+    with pytest.raises(AssertionError, match="evaluated again"):
+        accuracy.extra_evaluations(run)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Optional, Sequence
 
 import torch
@@ -73,6 +74,9 @@ def build_target_dataset(data_cfg: DataConfig, labelled: bool = False) -> Segmen
                          labelled=labelled, skip_bad=data_cfg.skip_bad)
 
 
-def build_val_dataset(data_cfg: DataConfig) -> SegmentationDataset:
-    """The labelled evaluation split (image resized, label at full resolution)."""
-    return build_dataset(data_cfg.val, train=False, labelled=True, skip_bad=False)
+def build_val_dataset(data_cfg: DataConfig, split: str | None = None,
+                      skip_bad: bool = False) -> SegmentationDataset:
+    """The labelled evaluation split (image resized, label at full resolution); ``split`` replaces
+    ``data.val.split`` (e.g. "test")."""
+    cfg = data_cfg.val if split is None else dataclasses.replace(data_cfg.val, split=split)
+    return build_dataset(cfg, train=False, labelled=True, skip_bad=skip_bad)

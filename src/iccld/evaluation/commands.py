@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -23,7 +22,7 @@ def _subsets_for(config) -> dict | None:
 
 
 def evaluate_command(args) -> int:
-    from ..data.build import build_dataset
+    from ..data.build import build_val_dataset
     from .evaluate import evaluate_model
     from .report import format_confusions, format_table
 
@@ -36,9 +35,7 @@ def evaluate_command(args) -> int:
             raise ConfigError("overrides need --config (the checkpoint's own config is used as saved)")
     else:
         raise ConfigError(f"{args.checkpoint}: a save_pretrained folder has no dataset config; pass --config")
-    val_cfg = dataclasses.replace(config.data.val, split=args.split)
-    dataset = build_dataset(val_cfg, train=False, labelled=True, crop_size=tuple(config.data.crop_size),
-                            cat_max_ratio=1.0, flip=False, skip_bad=config.data.skip_bad)
+    dataset = build_val_dataset(config.data, split=args.split, skip_bad=config.data.skip_bad)
     path = "direct" if args.direct else loaded.inference_path
     device = pick_device()
     results = {}
@@ -49,7 +46,7 @@ def evaluate_command(args) -> int:
                             max_images=args.max_images)
         results[label] = cm.summary(_subsets_for(config))
         print(f"\n{args.checkpoint} [{label}, {path} path, {len(dataset) if not args.max_images else args.max_images}"
-              f" images of {val_cfg.root} {args.split}]")
+              f" images of {config.data.val.root} {args.split}]")
         print(format_table(results[label]))
         if args.confusion:
             results[label]["confusion"] = cm.confusions()

@@ -62,15 +62,14 @@ def plot_grid(runs: Path, methods: list[str], titles: dict[str, str], path: Path
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..data.build import build_dataset
+    from ..data.build import build_val_dataset
     from ..data.labels import colorize
     from ..data.transforms import denormalize
     from .loading import load_models
 
     loaded = {name: load_models(str(runs / name), "ema") for name in methods}
     config = loaded[methods[-1]].config
-    val = build_dataset(config.data.val, train=False, labelled=True, crop_size=tuple(config.data.crop_size),
-                        cat_max_ratio=1.0, flip=False)
+    val = build_val_dataset(config.data)
     count = min(GRID_IMAGES, len(val))
     columns = ["image", "ground truth"] + [titles[m] for m in methods] + ["uncertainty (ICCLD)"]
     fig, axes = plt.subplots(count, len(columns), figsize=(2.6 * len(columns), 1.5 * count + 0.4), squeeze=False)

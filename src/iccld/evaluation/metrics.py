@@ -135,7 +135,6 @@ class ConfusionMatrix:
         result["pixel_accuracy"] = None if math.isnan(acc) else 100.0 * acc
         return result
 
-
     def confusions(self, top: int = 3) -> list[dict]:
         """Where each class's ground-truth pixels went: one entry per class present in the ground truth.
 

@@ -101,8 +101,9 @@ def score_folders(pred_dir: str | Path, gt_dir: str | Path, subsets: bool = Fals
     """Accumulate one confusion matrix over all pairs and return its summary.
 
     Returns :meth:`ConfusionMatrix.summary` (with "miou16"/"miou13" when ``subsets``) plus
-    "num_images", and with ``confusion`` a "confusion" list (:meth:`ConfusionMatrix.confusions`). Raises DataError for a missing or empty folder, unpaired files, a size mismatch
-    or an unreadable or invalid PNG, naming the file.
+    "num_images", and with ``confusion`` a "confusion" list (:meth:`ConfusionMatrix.confusions`).
+    Raises DataError for a missing or empty folder, unpaired files, a size mismatch or an unreadable
+    or invalid PNG, naming the file.
     """
     pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
     preds = _label_files(pred_dir, "prediction")

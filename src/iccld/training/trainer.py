@@ -102,7 +102,7 @@ class Trainer:
         return torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
 
     def _build_datasets(self) -> dict:
-        from ..data.build import build_dataset, build_source_dataset
+        from ..data.build import build_dataset, build_source_dataset, build_val_dataset
 
         d, name = self.config.data, self.config.method.name
         crop = dict(train=True, crop_size=tuple(d.crop_size), cat_max_ratio=d.cat_max_ratio, flip=d.flip,
@@ -112,8 +112,7 @@ class Trainer:
             datasets["source"] = build_source_dataset(d)
         if name != "source_only":
             datasets["target"] = build_dataset(d.target, labelled=(name == "oracle"), **crop)
-        datasets["val"] = build_dataset(d.val, train=False, labelled=True, crop_size=tuple(d.crop_size),
-                                        cat_max_ratio=1.0, flip=False, skip_bad=d.skip_bad)
+        datasets["val"] = build_val_dataset(d, skip_bad=d.skip_bad)
         return datasets
 
     def _loader(self, name: str, stream: int) -> DataLoader:
