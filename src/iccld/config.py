@@ -69,6 +69,9 @@ class ModelConfig:
     unet_layers_per_block: int = 2
     unet_attention: bool = True  # self-attention in the U-Net's middle block (diffusers' default)
     unet_mid_block: bool = True  # the U-Net's middle block (two ResNet blocks at the lowest resolution)
+    # GroupNorm groups in the U-Net; 0: the most (<= 32) that leave every level >= 4 channels per group.
+    # One channel per group would erase the per-channel timestep shift: the U-Net could not see t.
+    unet_norm_groups: int = 0
     latent_norm: bool = True  # normalise each latent vector of z0 over its Cz channels
     # eps_theta's output is added to its condition z0 (prediction type "sample" only), with a
     # zero-initialised output layer: the diffusion path starts exactly at the stage-1 path D(z0)

@@ -16,13 +16,14 @@ def test_paper_preset_is_the_default_config_with_mit_b5():
 
 def test_cpu_preset_is_small_and_its_unet_has_no_middle_block():
     cfg = preset("cpu")
-    assert cfg.backbone == "mit-tiny" and cfg.unet_layers_per_block == 1
+    assert cfg.backbone == "mit-tiny" and cfg.unet_layers_per_block == 0
     model = build_model(cfg)
     n = sum(p.numel() for p in model.parameters())
     assert n < 2_000_000
     assert model.denoiser.mid_block is None  # no middle block, so no self-attention either
     resnets = [m for m in model.denoiser.modules() if type(m).__name__ == "ResnetBlock2D"]
-    assert len(resnets) == 3  # 1 down + 2 up
+    assert len(resnets) == 1  # 0 down + 1 up
+    assert model.denoiser.conv_norm_out.num_groups == 4  # 4 channels per group: t is not normalised away
 
 
 def test_unet_middle_block_and_attention_when_asked():
@@ -39,7 +40,7 @@ def test_preset_returns_a_copy():
     cfg = preset("cpu")
     cfg.unet_channels.append(999)
     cfg.latent_channels = 3
-    assert PRESETS["cpu"].unet_channels == [32] and preset("cpu").latent_channels == 16
+    assert PRESETS["cpu"].unet_channels == [16] and preset("cpu").latent_channels == 16
 
 
 def test_unknown_preset_lists_the_choices():

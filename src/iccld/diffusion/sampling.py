@@ -24,13 +24,22 @@ def draw_noise(like: torch.Tensor, generator: torch.Generator | None = None) -> 
     return noise.to(like.device)
 
 
-def ddim_sample(denoise: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], sampler: DDIMScheduler,
+def ddim_timesteps(sampler: DDIMScheduler, steps: int) -> list[int]:
+    """The K timesteps a ``steps``-step DDIM loop visits, in order (e.g. [999, 749, 499, 249] for K=4
+    with trailing spacing). Resets the sampler's timesteps."""
+    check_steps(steps, sampler.config.num_train_timesteps)
+    sampler.set_timesteps(steps)  # timesteps stay on the CPU; step() indexes CPU tensors with them
+    return sampler.timesteps.tolist()
+
+
+def ddim_sample(denoise: Callable[[torch.Tensor, int], torch.Tensor], sampler: DDIMScheduler,
                 z_T: torch.Tensor, steps: int) -> torch.Tensor:
     """Run ``steps`` deterministic DDIM steps (eta = 0) from z_T and return the clean estimate z0_hat.
 
     Args:
-        denoise: ``denoise(z_t, t)`` -> the raw network output for z_t (B, Cz, h, w) at timesteps t (B,);
-            the caller closes over the condition z0.
+        denoise: ``denoise(z_t, t)`` -> the raw network output for z_t (B, Cz, h, w) at timestep t, an
+            int shared by the whole batch (one of :func:`ddim_timesteps`); the caller closes over the
+            condition z0.
         sampler: a DDIMScheduler (its ``timesteps`` are reset here).
         z_T: the starting noise (B, Cz, h, w).
         steps: K, 1..num_train_timesteps.
@@ -38,12 +47,9 @@ def ddim_sample(denoise: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], s
     Returns:
         z0_hat (B, Cz, h, w): the scheduler's clean-latent estimate at the last step.
     """
-    check_steps(steps, sampler.config.num_train_timesteps)
-    sampler.set_timesteps(steps)  # timesteps stay on the CPU; step() indexes CPU tensors with them
     z = z_T
     z0_hat = z_T
-    for t in sampler.timesteps.tolist():
-        t_batch = torch.full((z.shape[0],), t, dtype=torch.long, device=z.device)  # (B,)
-        out = denoise(z, t_batch)  # (B, Cz, h, w)
+    for t in ddim_timesteps(sampler, steps):
+        out = denoise(z, t)  # (B, Cz, h, w)
         z, z0_hat = sampler.step(out, t, z, eta=0.0, return_dict=False)
     return z0_hat

@@ -16,7 +16,7 @@ from .supervised import Oracle, SourceOnly
 # sampling_steps) may differ between stage 1 and stage 2
 ARCHITECTURE_FIELDS = ("backbone", "num_classes", "latent_channels", "latent_stride", "inter_coder",
                        "skip_strides", "decoder_channels", "unet_channels", "unet_layers_per_block",
-                        "unet_attention", "unet_mid_block", "latent_norm")
+                        "unet_attention", "unet_mid_block", "unet_norm_groups", "latent_norm")
 
 
 def _stage1_weights(config: Config) -> dict:

@@ -43,12 +43,13 @@ def build_model(cfg: ModelConfig) -> ICCLD:
         load_backbone_weights(encoder, cfg.pretrained)
     ch = encoder_channels(encoder)  # channels of the stride 4, 8, 16, 32 levels
     latent_head = LatentHead((ch[2], ch[3]), cfg.latent_channels, hidden_channels=ch[2], normalize=cfg.latent_norm)
-    denoiser = build_denoiser(cfg.latent_channels, list(cfg.unet_channels), cfg.unet_layers_per_block,
-                              mid_attention=cfg.unet_attention, mid_block=cfg.unet_mid_block,
-                              zero_output=cfg.denoiser_residual)
     skip_channels = [ch[i] for i in skip_levels] if cfg.inter_coder else []
     decoder = FusionDecoder(cfg.latent_channels, skip_channels, cfg.decoder_channels, cfg.num_classes,
                             dropout=cfg.dropout)
+    # built last, so that the denoiser's settings do not change how E and D are initialised
+    denoiser = build_denoiser(cfg.latent_channels, list(cfg.unet_channels), cfg.unet_layers_per_block,
+                              mid_attention=cfg.unet_attention, mid_block=cfg.unet_mid_block,
+                              zero_output=cfg.denoiser_residual, groups=cfg.unet_norm_groups)
     scheduler = build_train_scheduler(cfg.num_train_timesteps, cfg.beta_schedule, cfg.prediction_type)
     sampler = build_sampler(cfg.num_train_timesteps, cfg.beta_schedule, cfg.prediction_type)
     return ICCLD(encoder, latent_head, denoiser, decoder, scheduler, sampler, skip_levels=skip_levels,

@@ -29,13 +29,14 @@ from ..diffusion import (
     as_timesteps,
     check_steps,
     ddim_sample,
+    ddim_timesteps,
     diffusion_target,
     draw_noise,
     output_to_z0,
 )
 from ..errors import CheckpointError, ConfigError
 from .decoder import FusionDecoder
-from .denoiser import run_denoiser
+from .denoiser import FixedStepDenoiser, run_denoiser, sampling_threads, supports_fixed_steps
 from .encoder import encoder_features
 from .latent_head import LatentHead
 
@@ -95,6 +96,7 @@ class ICCLD(nn.Module):
         self.latent_levels = tuple(latent_levels)
         self.residual = residual
         self.config = config
+        self._fixed_steps: FixedStepDenoiser | None = None  # reused by sampling while it matches
 
     @property
     def num_train_timesteps(self) -> int:
@@ -132,6 +134,9 @@ class ICCLD(nn.Module):
     def denoise(self, z_t: torch.Tensor, z0: torch.Tensor, t: int | torch.Tensor) -> torch.Tensor:
         """The raw output of eps_theta on concat(z_t, z0) at timesteps ``t`` (int or (B,)): (B, Cz, h, w)."""
         out = run_denoiser(self.denoiser, z_t, z0, as_timesteps(t, z_t.shape[0], z_t.device))
+        return self._residual(out, z0)
+
+    def _residual(self, out: torch.Tensor, z0: torch.Tensor) -> torch.Tensor:
         # residual parameterisation (prediction type "sample"): z0_hat = z0 + eps_theta(...)
         return out + z0 if self.residual else out
 
@@ -172,9 +177,31 @@ class ICCLD(nn.Module):
         grid a denoiser call costs about the same for 1 or 4 draws."""
         steps = self.sampling_steps if steps is None else steps
         check_steps(steps, self.num_train_timesteps)
-        z_T = torch.cat([draw_noise(z0, generator) for _ in range(draws)])  # (draws*B, Cz, h, w)
+        noise = [draw_noise(z0, generator) for _ in range(draws)]
+        z_T = torch.cat(noise) if draws > 1 else noise[0]  # (draws*B, Cz, h, w)
         cond = z0.repeat(draws, 1, 1, 1) if draws > 1 else z0  # (draws*B, Cz, h, w)
-        return ddim_sample(lambda z_t, t: self.denoise(z_t, cond, t), self.sampler, z_T, steps)
+        fixed = None if torch.is_grad_enabled() else self._fixed_step_denoiser(steps)
+        if fixed is not None:
+            def denoise(z_t: torch.Tensor, t: int) -> torch.Tensor:
+                return self._residual(fixed(z_t, cond, t), cond)
+        else:
+            def denoise(z_t: torch.Tensor, t: int) -> torch.Tensor:
+                return self.denoise(z_t, cond, t)
+        with sampling_threads(self.denoiser, z_T):
+            return ddim_sample(denoise, self.sampler, z_T, steps)
+
+    def _fixed_step_denoiser(self, steps: int) -> FixedStepDenoiser | None:
+        """eps_theta for a K-step DDIM loop without its fixed per-call cost, with the same outputs as
+        :meth:`denoise` (see FixedStepDenoiser); reused while the weights stay the same. None for a
+        U-Net configuration it does not cover."""
+        timesteps = ddim_timesteps(self.sampler, steps)
+        cached = self._fixed_steps
+        if cached is not None and cached.matches(self.denoiser, timesteps):
+            return cached
+        if not supports_fixed_steps(self.denoiser):
+            return None
+        self._fixed_steps = FixedStepDenoiser(self.denoiser, timesteps)
+        return self._fixed_steps
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor, steps: int | None = None, samples: int = 1,
@@ -201,7 +228,7 @@ class ICCLD(nn.Module):
         for i in range(samples):  # D once per draw, Welford's running mean and sum of squared deviations
             logits = self.decode(z_hat[i * b:(i + 1) * b], skips, size)  # (B, C, H, W)
             if mean is None:
-                mean, m2 = logits, torch.zeros_like(logits)
+                mean, m2 = logits, (torch.zeros_like(logits) if samples > 1 else None)
                 continue
             delta = logits - mean
             mean = mean + delta / (i + 1)
