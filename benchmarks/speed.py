@@ -9,7 +9,8 @@ Measures, on random tensors (the data loader is not measured):
    batch size and crop of configs/synthetic/*.yaml, as a ratio to source_only;
 2. latency of ``ICCLD.predict`` on one 256x128 image (the synthetic val size) for the stage-1 path
    and for K DDIM steps x N noise draws, as a ratio to the stage-1 path, plus a breakdown into
-   encoder, decoder and one denoiser call;
+   encoder, decoder, one generic denoiser call and the K=4 sampling loop; on the CPU, the K=4 ratio
+   again under other OpenMP wait policies and thread counts (one fresh process each);
 3. peak memory of each training method and of three predict settings (CPU: the growth of the peak
    resident set size of a fresh process while it runs the workload; CUDA: max_memory_allocated);
 4. predict latency against image size;
@@ -199,6 +200,38 @@ def measure_paper(device, warmup: int, repeats: int) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------
+# thread settings: OpenMP reads its wait policy once, so each setting runs in a fresh process
+
+POLICIES = (("PASSIVE", 2), ("ACTIVE", 2), ("PASSIVE", 1))  # (OMP_WAIT_POLICY, torch threads)
+POLICY_ROUNDS = 30
+
+
+def ratio_probe(device) -> dict:
+    """The K=4, N=1 / stage-1 predict ratio in this process's thread settings."""
+    import torch
+
+    model = _predict_model(device)
+    x = _image(PREDICT_SIZE, device)
+    timings = time_interleaved({"stage1_path": _predict_fn(model, x, None, 1), "K4": _predict_fn(model, x, 4, 1)},
+                               3, POLICY_ROUNDS, _sync(device))
+    return {"policy": os.environ.get("OMP_WAIT_POLICY"), "threads": torch.get_num_threads(),
+            "stage1_ms": timings["stage1_path"].as_dict()["median_ms"], "K4_ms": timings["K4"].as_dict()["median_ms"],
+            "ratio": round(paired_ratio(timings["K4"], timings["stage1_path"]), 3)}
+
+
+def measure_policies() -> dict:
+    rows = []
+    for policy, threads in POLICIES:
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--ratio-probe", "--threads", str(threads)]
+        env = {**os.environ, "OMP_WAIT_POLICY": policy}
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO, env=env)
+        if proc.returncode != 0:
+            raise BenchmarkError(f"ratio probe {policy}/{threads} failed: {proc.stderr.strip().splitlines()[-1:]}")
+        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return {"rounds": POLICY_ROUNDS, "rows": rows}
+
+
+# ------------------------------------------------------------------------------------------------
 # memory: each probe runs in a fresh process (CPU) so peaks do not hide each other
 
 def run_probe(name: str, device) -> dict:
@@ -318,9 +351,22 @@ def render_speed_section(r: dict) -> str:
     share = b["sample_K4"] / max(b["encode"] + b["decode"], 1e-9)
     lines += ["Where the time goes (ms, median, timed apart): "
               + ", ".join(f"{k.replace('_', ' ')} {v:.1f}" for k, v in b.items())
-              + f". The K=4 sampling loop (4 denoiser calls and DDIM updates on the latent) costs "
+              + f". A denoiser call is the generic U-Net forward (as in training); the K=4 sampling loop "
+              "(4 denoiser calls through the fixed-step runner, and DDIM updates, on the latent) costs "
               f"{share:.2f}x encoder + decoder, which puts the K=4 path near {1 + share:.2f}x the stage-1 "
               "path; E and D run once whatever K is.", ""]
+    if "policies" in r:
+        rows = [[q["policy"], q["threads"], f"{q['stage1_ms']:.1f}", f"{q['K4_ms']:.1f}", f"{q['ratio']:.2f}x"]
+                for q in r["policies"]["rows"]]
+        lines += ["### The K=4 ratio under other thread settings", "",
+                  "Each setting in a fresh process (OpenMP reads its wait policy once), "
+                  f"{r['policies']['rounds']} round-robin rounds. The CLI sets `OMP_WAIT_POLICY=PASSIVE` "
+                  "unless the environment says otherwise: idle OpenMP threads sleep, which keeps jobs that "
+                  "share the cores from stalling each other, but wakes them for every parallel region. "
+                  "`ACTIVE` (spinning) is faster for a job alone on the machine. Sampling on the 16 x 8 latent "
+                  "runs on one thread in every setting (`sampling_threads`).", "",
+                  markdown_table(["OMP_WAIT_POLICY", "threads", "stage-1 path ms", "K=4 ms", "K=4 / stage-1"],
+                                 rows), ""]
     lines += ["### Time against image size (batch 1)", "",
               "E and D grow with the number of pixels; the denoiser runs on the stride-16 latent grid, "
               "where its cost is mostly per-call overhead, so the K=4 ratio falls as images grow.", ""]
@@ -361,7 +407,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--doc", type=Path, default=None,
                    help="docs file whose speed/gpu sections are rewritten (default docs/benchmarks.md on "
                         "the CPU; on CUDA only when given)")
+    p.add_argument("--no-policies", action="store_true",
+                   help="skip the K=4 ratio under other OpenMP thread settings (CPU only)")
     p.add_argument("--probe", choices=MEMORY_PROBES, help=argparse.SUPPRESS)  # internal: one memory probe
+    p.add_argument("--ratio-probe", action="store_true", help=argparse.SUPPRESS)  # internal: ratio_probe
     return p.parse_args(argv)
 
 
@@ -384,6 +433,9 @@ def main(argv=None) -> int:
         if args.probe:
             print(json.dumps(run_probe(args.probe, args.device)))
             return 0
+        if args.ratio_probe:
+            print(json.dumps(ratio_probe(args.device)))
+            return 0
         reps = REPEATS["quick" if args.quick else "default"]
         started = time.time()
         result = {"machine": machine_info(args.device), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
@@ -392,6 +444,9 @@ def main(argv=None) -> int:
         result["training"] = measure_training(args.device, *reps["training"])
         print("predict latency ...", file=sys.stderr, flush=True)
         result["predict"] = measure_predict(args.device, *reps["predict"])
+        if not cuda and not args.no_policies:
+            print("thread settings ...", file=sys.stderr, flush=True)
+            result["policies"] = measure_policies()
         print("image sizes ...", file=sys.stderr, flush=True)
         result["sizes"] = measure_sizes(args.device, *reps["sizes"])
         if not args.no_paper:

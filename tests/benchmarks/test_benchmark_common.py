@@ -228,6 +228,17 @@ def test_speed_section_reports_the_paper_preset_when_measured():
     assert "| diffusion | 4 | 1464 | 1.22x |" in text
 
 
+def test_speed_section_reports_other_thread_settings_when_measured():
+    result = _speed_result(stage2_ratio=2.0, k4_ratio=1.2)
+    assert "other thread settings" not in speed.render_speed_section(result)
+    result["policies"] = {"rounds": 30, "rows": [
+        {"policy": "PASSIVE", "threads": 2, "stage1_ms": 20.0, "K4_ms": 23.0, "ratio": 1.15},
+        {"policy": "ACTIVE", "threads": 2, "stage1_ms": 9.0, "K4_ms": 11.0, "ratio": 1.22}]}
+    text = speed.render_speed_section(result)
+    assert "### The K=4 ratio under other thread settings" in text
+    assert "| ACTIVE | 2 | 9.0 | 11.0 | 1.22x |" in text
+
+
 def _gpu_result(device="cuda", tiny=False) -> dict:
     timing = {"median_ms": 500.0, "min_ms": 490.0, "max_ms": 520.0, "repeats": 10, "warmup": 3}
     training = {name: {**timing, "ratio_to_source_only": r, "peak_memory_gb": g, "losses_finite": True}

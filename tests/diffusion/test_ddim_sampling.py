@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from iccld.diffusion import alpha_bar, build_sampler, check_steps, ddim_sample, draw_noise
+from iccld.diffusion import alpha_bar, build_sampler, check_steps, ddim_sample, ddim_timesteps, draw_noise
 from iccld.errors import ConfigError
 
 T = 1000
@@ -24,6 +24,8 @@ def test_loop_visits_trailing_timesteps_and_returns_the_sample_prediction():
     seen.clear()
     ddim_sample(denoise, sampler, torch.randn(2, 3, 4, 5), steps=1)
     assert seen == [999]
+    assert ddim_timesteps(sampler, 4) == [999, 749, 499, 249]
+    assert ddim_timesteps(sampler, 2) == [999, 499]
 
 
 @pytest.mark.parametrize("kind", ["epsilon", "v_prediction"])

@@ -1,0 +1,158 @@
+"""eps_theta: GroupNorm groups that keep the timestep visible, the fixed-step sampling runner (same
+outputs as the generic U-Net call), its reuse, and the one-thread rule for tiny latents."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from iccld.errors import ConfigError
+from iccld.models import build_model, preset
+from iccld.models.denoiser import (FixedStepDenoiser, build_denoiser, norm_groups, run_denoiser,
+                                   sampling_threads, supports_fixed_steps)
+
+TIMESTEPS = [999, 749, 499, 249]
+
+
+def randomised(unet):
+    """A U-Net with every weight drawn at random (the zero-initialised output layer included), as
+    after training: outputs then depend on every part of the network."""
+    torch.manual_seed(0)
+    for p in unet.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    return unet.eval()
+
+
+def test_norm_groups_leave_at_least_four_channels_per_group():
+    assert norm_groups([16]) == 4
+    assert norm_groups([32]) == 8
+    assert norm_groups([32, 64]) == 8
+    assert norm_groups([128, 256, 256]) == 32  # diffusers' default where the channels allow it
+    assert norm_groups([6]) == 1
+    assert norm_groups([32], requested=16) == 16
+    with pytest.raises(ConfigError, match="could not see t"):
+        norm_groups([32], requested=32)
+    with pytest.raises(ConfigError, match="do not divide"):
+        norm_groups([16, 24], requested=16)
+
+
+@pytest.mark.parametrize("channels, layers", [([16], 0), ([32, 64], 1)])
+def test_the_unet_sees_the_timestep(channels, layers):
+    """With one channel per GroupNorm group the norm after each time projection removed it again and
+    the output was the same for every t; with the chosen groups it is not."""
+    unet = randomised(build_denoiser(16, channels, layers, mid_attention=False, mid_block=False))
+    z = torch.randn(2, 16, 8, 16)
+    with torch.no_grad():
+        early = run_denoiser(unet, z, z, torch.full((2,), 999))
+        late = run_denoiser(unet, z, z, torch.full((2,), 249))
+    assert (early - late).abs().max() > 1e-3
+
+
+def test_unequal_levels_need_a_resnet_on_the_down_path():
+    with pytest.raises(ConfigError, match="same channels on every level"):
+        build_denoiser(16, [16, 32], 0)
+    assert len(build_denoiser(16, [16, 16], 0).up_blocks) == 2
+
+
+@pytest.mark.parametrize("channels, layers, mid, attention, hw", [
+    ([16], 0, False, False, (8, 16)),  # the CPU preset
+    ([32, 64], 2, True, True, (5, 7)),  # two levels, middle block with attention, odd latent
+    ([16, 32, 32], 1, True, False, (9, 13)),
+])
+def test_fixed_step_runner_gives_the_generic_outputs(channels, layers, mid, attention, hw):
+    unet = randomised(build_denoiser(16, channels, layers, mid_attention=attention, mid_block=mid))
+    assert supports_fixed_steps(unet)
+    z_t, z0 = torch.randn(3, 16, *hw), torch.randn(3, 16, *hw)
+    with torch.no_grad():
+        runner = FixedStepDenoiser(unet, TIMESTEPS)
+        for t in TIMESTEPS:
+            expected = run_denoiser(unet, z_t, z0, torch.full((3,), t))
+            torch.testing.assert_close(runner(z_t, z0, t), expected, rtol=0, atol=1e-6)
+
+
+def test_unsupported_unets_are_reported_and_sampling_still_works():
+    cpu = preset("cpu")
+    model = build_model(cpu).eval()
+    block = model.denoiser.up_blocks[0].resnets[0]
+    block.time_embedding_norm = "scale_shift"  # a variant the runner does not implement
+    assert not supports_fixed_steps(model.denoiser)
+    with pytest.raises(ValueError, match="not supported"):
+        FixedStepDenoiser(model.denoiser, TIMESTEPS)
+    block.time_embedding_norm = "default"
+    assert supports_fixed_steps(model.denoiser)
+
+
+@pytest.fixture()
+def trained_model():
+    torch.manual_seed(0)
+    model = build_model(preset("cpu")).eval()
+    randomised(model.denoiser)
+    return model
+
+
+def test_sampling_without_gradients_equals_the_generic_loop(trained_model):
+    z0 = torch.randn(2, 16, 8, 16)
+    with torch.no_grad():
+        fast = trained_model.sample(z0, 4, torch.Generator().manual_seed(3))
+    assert trained_model._fixed_steps is not None  # the no-grad path used the runner
+    with torch.enable_grad():  # the generic path, e.g. for a loss through the sampler
+        generic = trained_model.sample(z0, 4, torch.Generator().manual_seed(3))
+    assert generic.requires_grad
+    torch.testing.assert_close(fast, generic.detach(), rtol=0, atol=1e-5)
+
+
+def test_the_runner_is_reused_until_the_time_weights_change(trained_model):
+    z0 = torch.randn(1, 16, 8, 16)
+    g = lambda: torch.Generator().manual_seed(1)  # noqa: E731
+    with torch.no_grad():
+        first = trained_model.sample(z0, 4, g())
+        runner = trained_model._fixed_steps
+        assert torch.equal(trained_model.sample(z0, 4, g()), first)
+        assert trained_model._fixed_steps is runner
+        trained_model.sample(z0, 2, g())  # other timesteps: a new runner
+        assert trained_model._fixed_steps is not runner
+        runner = trained_model._fixed_steps
+        trained_model.denoiser.time_embedding.linear_1.weight.mul_(3.0)  # as an optimizer or EMA step
+        changed = trained_model.sample(z0, 4, g())
+        assert trained_model._fixed_steps is not runner
+    with torch.enable_grad():
+        expected = trained_model.sample(z0, 4, g()).detach()
+    torch.testing.assert_close(changed, expected, rtol=0, atol=1e-5)
+    assert (changed - first).abs().max() > 1e-4
+
+
+def test_tiny_latents_are_sampled_on_one_thread():
+    unet = build_denoiser(16, [16], 0, mid_attention=False, mid_block=False)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with sampling_threads(unet, torch.zeros(4, 16, 8, 16)):  # 4 draws of a 16 x 8 latent
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        with sampling_threads(unet, torch.zeros(4, 16, 32, 32)):  # 4 x 32 x 32 x 16 channels > 32768
+            assert torch.get_num_threads() == 2
+        with pytest.raises(RuntimeError):
+            with sampling_threads(unet, torch.zeros(1, 16, 8, 16)):
+                raise RuntimeError("inside")
+        assert torch.get_num_threads() == 2  # restored on errors too
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_predict_matches_sequential_generic_sampling(trained_model):
+    """predict's K=4 path (runner, one thread) equals encode, the generic DDIM loop and decode."""
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        logits = trained_model.predict(x, steps=4, generator=torch.Generator().manual_seed(7)).logits
+        z0, skips = trained_model.encode(x)
+    with torch.enable_grad():
+        z = trained_model.sample(z0, 4, torch.Generator().manual_seed(7)).detach()
+    with torch.no_grad():
+        expected = trained_model.decode(z, skips, (64, 96))
+    torch.testing.assert_close(logits, expected, rtol=0, atol=1e-4)
+
+
+def test_old_cpu_width_with_one_channel_per_group_is_refused():
+    cfg = dataclasses.replace(preset("cpu"), unet_channels=[32], unet_norm_groups=32)
+    with pytest.raises(ConfigError, match="unet_norm_groups"):
+        build_model(cfg)
