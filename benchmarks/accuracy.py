@@ -177,7 +177,8 @@ def findings(summary: dict, runs: list[dict] | None = None) -> list[str]:
     if get("stage2"):
         lines.append("- Read the stage-2 rows with care: the CPU configs fine-tune D at a low lr in stage 2, and a "
                      "control that trains D alone, with eps_theta held still, got most of the gain of stage 2 without its "
-                     "adversarial term on the two seeds it ran (docs/method.md, \"Stage 2 on the embedded benchmark\").")
+                     "adversarial term on the two seeds it ran, with the earlier CPU denoiser (docs/method.md, "
+                     "\"Stage 2 on the embedded benchmark\").")
     return lines
 
 
