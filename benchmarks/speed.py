@@ -1,6 +1,6 @@
 """Speed of ICCLD at the synthetic benchmark's settings (the ``cpu`` model preset).
 
-    python benchmarks/speed.py              # about 4 minutes on 2 shared cores
+    python benchmarks/speed.py              # about 2 minutes on 2 shared cores
     python benchmarks/speed.py --quick      # fewer repeats
     python benchmarks/speed.py --device cuda
 
