@@ -121,6 +121,19 @@ def test_the_runner_is_reused_until_the_time_weights_change(trained_model):
     assert (changed - first).abs().max() > 1e-4
 
 
+def test_the_runner_is_rebuilt_when_autocast_changes(trained_model):
+    z0 = torch.randn(1, 16, 8, 16)
+    with torch.no_grad():
+        trained_model.sample(z0, 4, torch.Generator().manual_seed(1))
+        runner = trained_model._fixed_steps
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # projections would be bf16 here
+            trained_model.sample(z0, 1, torch.Generator().manual_seed(1))
+            assert trained_model._fixed_steps.matches(trained_model.denoiser, [999])
+        assert not trained_model._fixed_steps.matches(trained_model.denoiser, [999])
+        trained_model.sample(z0, 4, torch.Generator().manual_seed(1))
+        assert trained_model._fixed_steps is not runner
+
+
 def test_tiny_latents_are_sampled_on_one_thread():
     unet = build_denoiser(16, [16], 0, mid_attention=False, mid_block=False)
     before = torch.get_num_threads()

@@ -194,10 +194,13 @@ class FixedStepDenoiser:
 
     def _weights_key(self) -> tuple:
         """Storage and version counter (bumped by every in-place change: optimizer and EMA steps,
-        load_state_dict) of each weight the projections were computed from."""
+        load_state_dict) of each weight the projections were computed from, and the autocast state
+        they were computed under."""
         tensors = [*self.unet.time_embedding.parameters(),
                    *(p for r in self.projections for p in r.time_emb_proj.parameters())]
-        return tuple((p.data_ptr(), p._version) for p in tensors)
+        device = self.unet.conv_in.weight.device.type
+        autocast = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
+        return (autocast, *((p.data_ptr(), p._version) for p in tensors))
 
     def matches(self, unet: UNet2DModel, timesteps: list[int]) -> bool:
         """Whether this runner still serves ``unet`` at ``timesteps``: the same U-Net and timesteps,
