@@ -141,6 +141,12 @@ def _plain_resnet(block: ResnetBlock2D) -> bool:
             and all(type(n) is torch.nn.GroupNorm for n in (block.norm1, block.norm2)))
 
 
+def _resnets(unet: UNet2DModel) -> list[ResnetBlock2D]:
+    """Every ResNet block of the U-Net: down path, up path, then the middle block's."""
+    mid = list(unet.mid_block.resnets) if unet.mid_block is not None else []
+    return [r for b in (*unet.down_blocks, *unet.up_blocks) for r in b.resnets] + mid
+
+
 def supports_fixed_steps(unet: UNet2DModel) -> bool:
     """Whether :class:`FixedStepDenoiser` can run this U-Net: the configurations :func:`build_denoiser`
     makes (plain Down/UpBlock2D levels, optional UNetMidBlock2D, positional time embedding, SiLU)."""
@@ -152,14 +158,11 @@ def supports_fixed_steps(unet: UNet2DModel) -> bool:
             or any(type(b) is not UpBlock2D for b in unet.up_blocks)
             or any(getattr(b, "s1", None) for b in unet.up_blocks)):  # FreeU switched on
         return False
-    resnets = [r for b in (*unet.down_blocks, *unet.up_blocks) for r in b.resnets]
-    if unet.mid_block is not None:
-        if type(unet.mid_block) is not UNetMidBlock2D:
-            return False
-        resnets += list(unet.mid_block.resnets)
-        if any(a is not None and a.spatial_norm is not None for a in unet.mid_block.attentions):
-            return False
-    return all(_plain_resnet(r) for r in resnets)
+    mid = unet.mid_block
+    if mid is not None and (type(mid) is not UNetMidBlock2D
+                            or any(a is not None and a.spatial_norm is not None for a in mid.attentions)):
+        return False
+    return all(_plain_resnet(r) for r in _resnets(unet))
 
 
 class FixedStepDenoiser:
@@ -186,10 +189,8 @@ class FixedStepDenoiser:
         self.row = {t: i for i, t in enumerate(timesteps)}
         t = torch.tensor(timesteps, dtype=torch.long, device=unet.conv_in.weight.device)  # (K,)
         emb = unet.time_embedding(unet.time_proj(t).to(dtype=unet.dtype))  # (K, D)
-        mid = list(unet.mid_block.resnets) if unet.mid_block is not None else []
-        resnets = [r for b in (*unet.down_blocks, *unet.up_blocks) for r in b.resnets] + mid
         # each ResNet block's time projection of every timestep: (K, C, 1, 1)
-        self.projections = {r: r.time_emb_proj(F.silu(emb))[:, :, None, None] for r in resnets}
+        self.projections = {r: r.time_emb_proj(F.silu(emb))[:, :, None, None] for r in _resnets(unet)}
         self._key = self._weights_key()
 
     def _weights_key(self) -> tuple:

@@ -181,12 +181,12 @@ class ICCLD(nn.Module):
         z_T = torch.cat(noise) if draws > 1 else noise[0]  # (draws*B, Cz, h, w)
         cond = z0.repeat(draws, 1, 1, 1) if draws > 1 else z0  # (draws*B, Cz, h, w)
         fixed = None if torch.is_grad_enabled() else self._fixed_step_denoiser(steps)
-        if fixed is not None:
-            def denoise(z_t: torch.Tensor, t: int) -> torch.Tensor:
-                return self._residual(fixed(z_t, cond, t), cond)
-        else:
-            def denoise(z_t: torch.Tensor, t: int) -> torch.Tensor:
+
+        def denoise(z_t: torch.Tensor, t: int) -> torch.Tensor:
+            if fixed is None:  # the generic U-Net forward (gradients on, or a U-Net the runner does not cover)
                 return self.denoise(z_t, cond, t)
+            return self._residual(fixed(z_t, cond, t), cond)
+
         with sampling_threads(self.denoiser, z_T):
             return ddim_sample(denoise, self.sampler, z_T, steps)
 
