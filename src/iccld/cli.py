@@ -49,7 +49,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="mIoU and per-class IoU of a checkpoint on a split")
-    p.add_argument("--checkpoint", required=True, help="run folder, last.ckpt or save_pretrained folder")
+    p.add_argument("--checkpoint", required=True,
+                   help="run folder, last.ckpt, save_pretrained folder or Hub repo id USER/NAME[@REV]")
     p.add_argument("--config", help="config naming the dataset (default: the one saved with the checkpoint)")
     p.add_argument("overrides", nargs="*", help="key=value overrides of the config")
     p.add_argument("--split", default="val")
@@ -78,7 +79,8 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
 def _add_predict(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="segment images: train-id PNG, colour PNG, overlay, uncertainty")
     p.add_argument("inputs", nargs="+", help="images or folders of images")
-    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--checkpoint", required=True,
+                   help="run folder, last.ckpt, save_pretrained folder or Hub repo id USER/NAME[@REV]")
     p.add_argument("--out", required=True)
     p.add_argument("--steps", type=int)
     p.add_argument("--samples", type=int, default=1)
@@ -86,6 +88,23 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--which", choices=["model", "ema"], default="ema")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs in --out")
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="write a finished run's EMA model, config, provenance and model card "
+                       "to a folder ready for the Hugging Face Hub")
+    p.add_argument("run", help="run folder of `iccld train` (finished: it holds final/ and results.json)")
+    p.add_argument("--out", required=True, help="the model folder to write")
+    p.add_argument("--repo-id", help="USER/NAME the model will have on the Hub (used in the model card)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier export in --out")
+
+
+def _add_push(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("push", help="upload an exported model folder to the Hugging Face Hub")
+    p.add_argument("folder", help="a folder written by `iccld export`")
+    p.add_argument("--repo-id", required=True, help="USER/NAME on the Hub (created if missing)")
+    p.add_argument("--private", action="store_true", help="create the repository as private")
+    p.add_argument("--revision", help="branch to upload to (default: main)")
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
@@ -101,9 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     from . import __version__
     parser.add_argument("--version", action="version", version=f"iccld {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="{prepare,train,evaluate,predict,score,demo}")
+    sub = parser.add_subparsers(dest="command", metavar="{prepare,train,evaluate,predict,score,export,push,demo}")
     sub.required = True
-    for add in (_add_prepare, _add_train, _add_evaluate, _add_predict, _add_score, _add_demo):
+    for add in (_add_prepare, _add_train, _add_evaluate, _add_predict, _add_score, _add_export, _add_push,
+                _add_demo):
         add(sub)
     return parser
 
@@ -124,6 +144,12 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "score":
         from .evaluation.commands import score_command
         return score_command(args)
+    if args.command == "export":
+        from .hub import export_command
+        return export_command(args)
+    if args.command == "push":
+        from .hub import push_command
+        return push_command(args)
     if args.command == "demo":
         from .demo import demo_command
         return demo_command(args)

@@ -97,7 +97,7 @@ class MethodConfig:
     color_jitter_p: float = 0.2  # as DAFormer: jitter is *skipped* with this probability
     blur: bool = True
     # stage 2
-    stage1_checkpoint: str = ""  # run folder, last.ckpt or save_pretrained folder of stage 1
+    stage1_checkpoint: str = ""  # run folder, last.ckpt, save_pretrained folder or Hub repo id of stage 1
     stage1_weights: str = "ema"  # which stage-1 weights stage 2 starts from: ema | model
     diffusion_weight: float = 1.0
     seg_weight: float = 1.0

@@ -5,8 +5,8 @@ discriminator, every optimiser and scheduler, the grad scaler, RNG states, the i
 data-sampling position, and the resolved config. It is loaded with ``torch.load(weights_only=True)``,
 so it contains only tensors and plain Python values.
 
-A user may name a run folder, a ``last.ckpt`` or a ``save_pretrained`` folder wherever a checkpoint
-is expected; :func:`resolve_checkpoint` tells which it is.
+A user may name a run folder, a ``last.ckpt``, a ``save_pretrained`` folder or a Hugging Face Hub repo
+id wherever a checkpoint is expected; :func:`resolve_checkpoint` tells which it is.
 """
 
 from __future__ import annotations
@@ -87,8 +87,11 @@ class CheckpointRef:
 
 
 def resolve_checkpoint(path: str | Path) -> CheckpointRef:
-    """A run folder (-> its last.ckpt), a .ckpt file, or a save_pretrained folder."""
-    path = Path(path)
+    """A run folder (-> its last.ckpt), a .ckpt file, a save_pretrained folder, or a Hub repo id
+    ``USER/NAME[@REV]`` (-> its snapshot folder in the Hub cache; a local path of that name wins)."""
+    from ..hub import resolve_model_source
+
+    path = resolve_model_source(path)
     if not path.exists():
         raise CheckpointError(f"{path}: no such file or folder (expected a run folder, a last.ckpt or a "
                               "save_pretrained folder)")

@@ -1,0 +1,343 @@
+"""Sharing trained models: ``iccld export`` writes a self-contained model folder, ``iccld push``
+uploads it to the Hugging Face Hub, and :func:`resolve_model_source` lets every place that takes a
+checkpoint (``evaluate``, ``predict``, stage 2's ``method.stage1_checkpoint``) take a Hub repo id.
+
+An exported folder is a ``save_pretrained`` folder (``config.json`` + ``model.safetensors``, the
+EMA weights of a finished run) plus
+
+    config.yaml      the run's resolved training config (its data roots are the trainer's own)
+    training.json    provenance: method, inference path, iterations, benchmark, val mIoU and how
+                     it was measured (read by the loaders as before: method, inference_path)
+    labels.json      class names, palette (RGB), ignore index and Cityscapes label ids
+    README.md        the model card, with the Hub's YAML metadata header (library_name, tags,
+                     datasets, metrics, model-index)
+
+Repo ids are resolved with ``huggingface_hub.snapshot_download``, so the Hub cache, ``HF_HOME``,
+``HF_HUB_CACHE`` and ``HF_HUB_OFFLINE=1`` behave as in every other Hub library. A path that exists
+locally always wins over a repo id of the same spelling.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import yaml
+
+from . import __version__
+from .errors import CheckpointError, ConfigError
+from .utils import atomic_write_text
+
+LIBRARY_NAME = "iccld"
+# what an exported folder holds; `push` checks each of them before uploading
+MODEL_FILES = ("config.json", "model.safetensors")
+EXPORT_FILES = MODEL_FILES + ("training.json", "config.yaml", "labels.json", "README.md")
+# USER/NAME or USER/NAME@REVISION (a branch, a tag or a commit hash), as the Hub spells them
+_REPO_ID = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*)(?:@(?P<rev>[\w./-]+))?$")
+# a benchmark kind -> the words a model card uses for it
+_DATASET_NAMES = {"gta5": "GTA5", "synthia": "SYNTHIA", "cityscapes": "Cityscapes", "acdc": "ACDC",
+                  "darkzurich": "Dark Zurich", "folder": "folder dataset"}
+
+
+# ----------------------------------------------------------------------------------------------
+# resolving a repo id
+
+
+def parse_repo_id(text: str) -> tuple[str, str | None] | None:
+    """``"user/name@rev"`` -> ``("user/name", "rev")``; None when ``text`` cannot be a repo id."""
+    match = _REPO_ID.match(text)
+    if match is None or text.endswith((".ckpt", ".safetensors", ".bin", ".pt", ".pth")):
+        return None
+    return match["repo"], match["rev"]
+
+
+def resolve_model_source(source: str | Path) -> Path:
+    """A local file or folder as given; else a Hub repo id (``USER/NAME[@REV]``) -> its snapshot
+    folder in the Hub cache (downloaded when online). Anything else is returned unchanged, for the
+    caller to report as missing."""
+    path = Path(source)
+    if path.exists():
+        return path
+    parsed = parse_repo_id(str(source))
+    if parsed is None:
+        return path
+    repo_id, revision = parsed
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import (HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError,
+                                        RevisionNotFoundError)
+
+    try:
+        return Path(snapshot_download(repo_id, revision=revision, library_name=LIBRARY_NAME,
+                                      library_version=__version__))
+    except LocalEntryNotFoundError:
+        why = ("HF_HUB_OFFLINE=1 is set" if constants.is_offline_mode() else "the Hub could not be reached")
+        raise CheckpointError(f"{source}: no such file or folder, and the Hub model {repo_id} is not in the "
+                              f"cache {constants.HF_HUB_CACHE} ({why}); download it once online, or name a "
+                              "local run folder") from None
+    except RevisionNotFoundError:
+        raise CheckpointError(f"{source}: the Hub model {repo_id} has no revision '{revision}'") from None
+    except RepositoryNotFoundError:
+        raise CheckpointError(f"{source}: no such file or folder, and no Hub model {repo_id} (or it is "
+                              "private: log in with `hf auth login`)") from None
+    except (HfHubHTTPError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{source}: could not fetch the Hub model {repo_id} "
+                              f"({type(exc).__name__}: {str(exc).splitlines()[0][:160]})") from None
+
+
+# ----------------------------------------------------------------------------------------------
+# export
+
+
+def _read_json(path: Path, what: str) -> dict:
+    if not path.is_file():
+        raise CheckpointError(f"{path}: not found ({what})")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: expected a JSON object ({what})")
+    return data
+
+
+def _benchmark(config: dict) -> dict:
+    data = config["data"]
+    kinds = {part: data[part]["kind"] for part in ("source", "target", "val")}
+    name = f"{_DATASET_NAMES.get(kinds['source'], kinds['source'])} -> {_DATASET_NAMES.get(kinds['target'], kinds['target'])}"
+    return {"name": name, **kinds, "val_split": data["val"].get("split", "val")}
+
+
+def _measured_by(config: dict, info: dict) -> tuple[str, str]:
+    """(how the mIoU in results.json was measured, the command that measures it again)."""
+    trainer = config["trainer"]
+    steps = config["model"].get("sampling_steps")
+    how = ("sliding window" if trainer.get("eval_slide") else "whole image")
+    path = info.get("inference_path", "diffusion")
+    desc = (f"`iccld train`'s final evaluation: EMA weights, {path} path"
+            + (f" (K={steps} DDIM steps, 1 noise draw, seed 0)" if path == "diffusion" else "")
+            + f", {how}, every image of the {config['data']['val']['kind']} {config['data']['val'].get('split', 'val')} split")
+    command = "iccld evaluate --checkpoint {model} --config config.yaml --which ema" + (
+        " --slide" if trainer.get("eval_slide") else "")
+    return desc, command
+
+
+def _labels() -> dict:
+    from .data.labels import CITYSCAPES_ID_TO_TRAINID, CLASSES, IGNORE_INDEX, PALETTE
+
+    label_ids = {train: label for label, train in CITYSCAPES_ID_TO_TRAINID.items()}
+    return {"classes": list(CLASSES), "palette": [list(c) for c in PALETTE], "ignore_index": IGNORE_INDEX,
+            "cityscapes_label_ids": [label_ids[i] for i in range(len(CLASSES))]}
+
+
+def export_run(run: str | Path, out: str | Path, *, repo_id: str | None = None,
+               overwrite: bool = False) -> Path:
+    """Write the model folder of the finished run ``run`` to ``out`` (see the module doc).
+
+    ``repo_id`` only fills in the model card's usage lines. A non-empty ``out`` is refused unless
+    ``overwrite``, and even then only when it holds an earlier export (nothing else is deleted).
+    """
+    run, out = Path(run), Path(out)
+    final = run / "final"
+    if not run.is_dir():
+        raise CheckpointError(f"{run}: no such run folder (expected a folder written by `iccld train`)")
+    for name in MODEL_FILES:
+        if not (final / name).is_file():
+            raise CheckpointError(f"{final / name}: not found; the run is not finished (its EMA model is "
+                                  "written at the end): resume it with `iccld train --resume`")
+    results = _read_json(run / "results.json", "written by `iccld train` when the run finishes")
+    info = _read_json(final / "training.json", "written beside the final model")
+    cfg_path = run / "config.yaml"
+    if not cfg_path.is_file():
+        raise CheckpointError(f"{cfg_path}: not found (the run's resolved config)")
+    config = yaml.safe_load(cfg_path.read_text())
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        if not overwrite:
+            raise CheckpointError(f"{out}: exists and is not empty; choose another --out or pass --overwrite")
+        if not out.is_dir() or not (out / "training.json").is_file() or not (out / "config.json").is_file():
+            raise CheckpointError(f"{out}: holds something that is not an iccld export; not replacing it")
+        shutil.rmtree(out)
+    try:
+        ema = results["val"]["ema"]
+        miou = float(ema["miou"])
+    except (KeyError, TypeError, ValueError):
+        raise CheckpointError(f"{run / 'results.json'}: no val.ema.miou entry (written by an older iccld?)") from None
+
+    out.mkdir(parents=True, exist_ok=True)
+    for name in MODEL_FILES:
+        shutil.copyfile(final / name, out / name)
+    how, command = _measured_by(config, info)
+    repo = repo_id or f"USER/{out.name}"
+    provenance = {
+        "method": info.get("method", results.get("method")),
+        "inference_path": info.get("inference_path", results.get("inference_path", "diffusion")),
+        "iteration": int(results.get("iteration", info.get("iteration", 0))),
+        "weights": info.get("weights", "ema_model"),
+        "benchmark": _benchmark(config),
+        "val_miou": round(miou, 2),
+        "val_miou_model": (round(float(results["val"]["model"]["miou"]), 2)
+                           if results["val"].get("model", {}).get("miou") is not None else None),
+        "per_class_iou": ema.get("per_class", {}),
+        "measured_by": how,
+        "command": command.format(model=repo),
+        "iccld_version": __version__,
+    }
+    atomic_write_text(out / "training.json", json.dumps(provenance, indent=2) + "\n")
+    atomic_write_text(out / "config.yaml", cfg_path.read_text())
+    atomic_write_text(out / "labels.json", json.dumps(_labels(), indent=2) + "\n")
+    atomic_write_text(out / "README.md", model_card(provenance, repo))
+    return out
+
+
+def model_card(provenance: dict, repo_id: str) -> str:
+    """The README.md of an exported model: the Hub's YAML metadata header, then the card."""
+    from huggingface_hub import EvalResult, ModelCardData
+
+    bench = provenance["benchmark"]
+    datasets = sorted({bench["source"], bench["target"]})
+    data = ModelCardData(
+        library_name=LIBRARY_NAME, pipeline_tag="image-segmentation",
+        tags=["semantic-segmentation", "domain-adaptation", "latent-diffusion", "iccld",
+              f"method-{provenance['method']}"],
+        datasets=datasets, metrics=["mean_iou"], model_name=repo_id.split("/")[-1],
+        eval_results=[EvalResult(task_type="image-segmentation", task_name="Semantic Segmentation",
+                                 dataset_type=bench["val"], dataset_name=f"{_DATASET_NAMES.get(bench['val'], bench['val'])} "
+                                 f"{bench['val_split']} ({bench['name']})", dataset_split=bench["val_split"],
+                                 metric_type="mean_iou", metric_name="mIoU", metric_value=provenance["val_miou"])])
+    per_class = provenance.get("per_class_iou") or {}
+    rows = "\n".join(f"| {name} | {'n/a' if v is None else f'{v:.1f}'} |" for name, v in per_class.items())
+    return f"""---
+{data.to_yaml()}
+---
+
+# {repo_id.split('/')[-1]}
+
+An ICCLD model (the `iccld` package: latent-diffusion semantic segmentation with unsupervised
+domain adaptation), trained with the `{provenance['method']}` method on {bench['name']} for
+{provenance['iteration']} iterations. These are the EMA weights of the finished run.
+
+| | |
+|---|---|
+| val mIoU (EMA) | **{provenance['val_miou']:.2f}** on {bench['val']} {bench['val_split']} |
+| measured by | {provenance['measured_by']} |
+| measure again | `{provenance['command']}` (with `data.val.root` pointing at your copy) |
+| inference path | `{provenance['inference_path']}` |
+| iccld | {provenance['iccld_version']} |
+
+## Use
+
+```bash
+iccld predict images/ --checkpoint {repo_id} --out predictions/
+hf download {repo_id} config.yaml --local-dir .   # the training config, for its val settings
+iccld evaluate --checkpoint {repo_id} --config config.yaml data.val.root=/path/to/{bench['val']}
+```
+
+`config.yaml` is the training config as resolved (its data roots are the trainer's); `labels.json`
+holds the class names, the palette and the Cityscapes label ids; `training.json` the provenance.
+
+## Per-class IoU (val, EMA)
+
+| class | IoU |
+|---|---|
+{rows}
+"""
+
+
+# ----------------------------------------------------------------------------------------------
+# checking and pushing
+
+
+def check_export(folder: str | Path) -> list[str]:
+    """Check every file of an exported model folder; returns the file names (sorted) or raises a
+    CheckpointError naming the first bad file."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CheckpointError(f"{folder}: no such folder (expected one written by `iccld export`)")
+    for name in EXPORT_FILES:
+        if not (folder / name).is_file():
+            raise CheckpointError(f"{folder / name}: missing; write the folder with `iccld export RUN --out {folder}`")
+    cfg = _read_json(folder / "config.json", "the model config")
+    if cfg.get("format") != "iccld" or not isinstance(cfg.get("model"), dict):
+        raise CheckpointError(f"{folder / 'config.json'}: not an ICCLD model config")
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(folder / "model.safetensors"), framework="pt") as fh:
+            if not list(fh.keys()):
+                raise CheckpointError(f"{folder / 'model.safetensors'}: holds no tensors")
+    except CheckpointError:
+        raise
+    except Exception as exc:  # safetensors raises its own error types for a damaged file
+        raise CheckpointError(f"{folder / 'model.safetensors'}: not readable ({str(exc).splitlines()[0][:120]})") from None
+    info = _read_json(folder / "training.json", "the provenance")
+    missing = [k for k in ("method", "inference_path", "iteration", "benchmark", "val_miou", "command")
+               if k not in info]
+    if missing:
+        raise CheckpointError(f"{folder / 'training.json'}: missing {', '.join(missing)}; export the run again")
+    labels = _read_json(folder / "labels.json", "class names and palette")
+    if len(labels.get("classes", [])) != len(labels.get("palette", [])) or not labels.get("classes"):
+        raise CheckpointError(f"{folder / 'labels.json'}: classes and palette differ in length")
+    from .config import from_dict
+
+    try:
+        from_dict(yaml.safe_load((folder / "config.yaml").read_text()) or {}, str(folder / "config.yaml"))
+    except yaml.YAMLError as exc:
+        raise CheckpointError(f"{folder / 'config.yaml'}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    from huggingface_hub import ModelCard
+
+    try:
+        card = ModelCard.load(folder / "README.md")
+    except Exception as exc:  # huggingface_hub raises ValueError or YAML errors for a bad header
+        raise CheckpointError(f"{folder / 'README.md'}: bad model card header ({str(exc).splitlines()[0][:120]})") from None
+    if card.data.library_name != LIBRARY_NAME or not card.data.eval_results:
+        raise CheckpointError(f"{folder / 'README.md'}: the metadata header needs library_name: {LIBRARY_NAME} "
+                              "and a model-index with the mIoU")
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+
+
+def push_folder(folder: str | Path, repo_id: str, *, private: bool = False, revision: str | None = None) -> str:
+    """Upload an exported folder with ``HfApi.upload_folder`` (creating the repo if needed);
+    returns the commit URL. No network, no token or a Hub error -> a one-line CheckpointError."""
+    files = check_export(folder)
+    if parse_repo_id(repo_id) is None or "@" in repo_id:
+        raise ConfigError(f"--repo-id: expected USER/NAME, got '{repo_id}'")
+    import huggingface_hub
+    from huggingface_hub import constants
+    from huggingface_hub.errors import HfHubHTTPError
+
+    if constants.is_offline_mode():
+        raise CheckpointError(f"{folder}: not uploaded: HF_HUB_OFFLINE=1 is set (uploading needs the network); "
+                              "unset it and run `iccld push` again")
+    token = huggingface_hub.get_token()
+    if not token:
+        raise CheckpointError(f"{folder}: not uploaded: no Hugging Face token; run `hf auth login` or set HF_TOKEN")
+    api = huggingface_hub.HfApi(token=token, library_name=LIBRARY_NAME, library_version=__version__)
+    try:
+        api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
+        info = api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model",
+                                 revision=revision, allow_patterns=files,
+                                 commit_message=f"Upload iccld model ({len(files)} files)")
+    except (HfHubHTTPError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{folder}: upload to {repo_id} failed ({type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0][:160]})") from None
+    except Exception as exc:  # httpx connection errors and the like: one line, not a traceback
+        raise CheckpointError(f"{folder}: upload to {repo_id} failed ({type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0][:160] if str(exc) else 'no message'})") from None
+    return str(getattr(info, "commit_url", info))
+
+
+def export_command(args) -> int:
+    out = export_run(args.run, args.out, repo_id=args.repo_id, overwrite=args.overwrite)
+    info = json.loads((out / "training.json").read_text())
+    print(f"exported {args.run} to {out}: {info['method']}, {info['iteration']} iterations, "
+          f"{info['benchmark']['name']}, val mIoU {info['val_miou']:.2f}; upload with "
+          f"`iccld push {out} --repo-id USER/NAME`", file=sys.stderr)
+    return 0
+
+
+def push_command(args) -> int:
+    url = push_folder(args.folder, args.repo_id, private=args.private, revision=args.revision)
+    print(f"uploaded {args.folder} to {args.repo_id}: {url}", file=sys.stderr)
+    return 0
