@@ -23,7 +23,7 @@ from .errors import ConfigError
 
 @dataclass
 class DatasetConfig:
-    """One dataset split. ``kind`` is gta5 | synthia | cityscapes | folder."""
+    """One dataset split. ``kind`` is gta5 | synthia | cityscapes | acdc | darkzurich | folder."""
 
     kind: str = "cityscapes"
     root: str = ""
@@ -32,6 +32,9 @@ class DatasetConfig:
     resize: Optional[list[int]] = None
     # folder datasets only: path of the YAML that describes the layout and label map
     spec: str = ""
+    # acdc: the conditions to use (fog, night, rain, snow; null: all four); darkzurich: the times of
+    # day (day, twilight, night; null: night)
+    conditions: Optional[list[str]] = None
 
 
 @dataclass
@@ -265,7 +268,9 @@ def save_config(config: Config, path: str | Path) -> None:
 # validation of values that are well-typed but impossible
 
 METHODS = ("source_only", "stage1", "stage2", "oracle")
-DATASET_KINDS = ("gta5", "synthia", "cityscapes", "folder")
+DATASET_KINDS = ("gta5", "synthia", "cityscapes", "acdc", "darkzurich", "folder")
+# data.<part>.conditions: the choices of each kind that has them (iccld.data.acdc / darkzurich)
+DATASET_CONDITIONS = {"acdc": ("fog", "night", "rain", "snow"), "darkzurich": ("day", "twilight", "night")}
 BACKBONES = ("mit-tiny", "mit-b0", "mit-b1", "mit-b2", "mit-b3", "mit-b4", "mit-b5")
 
 
@@ -287,12 +292,26 @@ def validate(c: Config) -> None:
     _choice("model.backbone", c.model.backbone, BACKBONES)
     for part in ("source", "target", "val"):
         _choice(f"data.{part}.kind", getattr(c.data, part).kind, DATASET_KINDS)
+        conditions, kind = getattr(c.data, part).conditions, getattr(c.data, part).kind
+        if conditions is not None:
+            if kind not in DATASET_CONDITIONS:
+                raise ConfigError(f"data.{part}.conditions: only acdc and darkzurich datasets have conditions "
+                                  f"(this one is {kind}); remove it")
+            for value in conditions or [""]:
+                _choice(f"data.{part}.conditions", value, DATASET_CONDITIONS[kind])
         resize = getattr(c.data, part).resize
         if resize is not None and (len(resize) != 2 or min(resize) <= 0):
             raise ConfigError(f"data.{part}.resize: expected [width, height] > 0, got {resize}")
     if len(c.data.crop_size) != 2 or min(c.data.crop_size) <= 0:
         raise ConfigError(f"data.crop_size: expected [height, width] > 0, got {c.data.crop_size}")
     for part in ("source", "target"):
+        conditions, kind = getattr(c.data, part).conditions, getattr(c.data, part).kind
+        if conditions is not None:
+            if kind not in DATASET_CONDITIONS:
+                raise ConfigError(f"data.{part}.conditions: only acdc and darkzurich datasets have conditions "
+                                  f"(this one is {kind}); remove it")
+            for value in conditions or [""]:
+                _choice(f"data.{part}.conditions", value, DATASET_CONDITIONS[kind])
         resize = getattr(c.data, part).resize
         if resize is not None and (c.data.crop_size[0] > resize[1] or c.data.crop_size[1] > resize[0]):
             raise ConfigError(

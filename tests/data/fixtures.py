@@ -147,3 +147,60 @@ def make_cityscapes(root: Path, splits: Sequence[str] = ("train", "val"), n: int
             Image.fromarray(blocky_ids(rng, h, w, range(34)).astype(np.uint8)).save(
                 folder / f"{name}_gtFine_labelIds.png")
     return root
+
+
+def _anon_frame(rng: np.random.Generator, image_dir: Path, label_dir: Path | None, seq: str, frame: int,
+                size: tuple[int, int], label_ids: bool) -> None:
+    """One ``SEQ_frame_NNNNNN_rgb_anon.png`` and, with ``label_dir``, its ``_gt_labelTrainIds.png``
+    (and ``_gt_labelIds.png`` when ``label_ids``), the two consistent as in the real download."""
+    from iccld.data.labels import CITYSCAPES_ID_TO_TRAINID, CITYSCAPES_KNOWN_IDS, lookup_table
+
+    w, h = size
+    name = f"{seq}_frame_{frame:06d}"
+    (image_dir / seq).mkdir(parents=True, exist_ok=True)
+    Image.fromarray(random_rgb(rng, h, w)).save(image_dir / seq / f"{name}_rgb_anon.png")
+    if label_dir is None:
+        return
+    ids = blocky_ids(rng, h, w, range(34)).astype(np.uint8)
+    (label_dir / seq).mkdir(parents=True, exist_ok=True)
+    train = lookup_table(CITYSCAPES_ID_TO_TRAINID, CITYSCAPES_KNOWN_IDS)[ids]
+    Image.fromarray(train).save(label_dir / seq / f"{name}_gt_labelTrainIds.png")
+    if label_ids:
+        Image.fromarray(ids).save(label_dir / seq / f"{name}_gt_labelIds.png")
+
+
+def make_acdc(root: Path, conditions: Sequence[str] = ("fog", "night", "rain", "snow"),
+              splits: Sequence[str] = ("train", "val", "test"), n: int = 2, size: tuple[int, int] = (64, 36),
+              seed: int = 0, label_ids: bool = True) -> Path:
+    """``n`` ACDC frames per condition and split, in two GoPro sequences:
+    ROOT/rgb_anon/COND/SPLIT/SEQ/SEQ_frame_NNNNNN_rgb_anon.png, labels in ROOT/gt/COND/SPLIT/SEQ/
+    for train and val (test has none, as in the download), plus a ``train_ref`` folder that must be
+    left alone."""
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    for c, condition in enumerate(conditions):
+        for split in splits:
+            for i in range(n):
+                seq = f"GOPR{475 + 10 * c + i % 2:04d}"
+                labels = None if split == "test" else root / "gt" / condition / split
+                _anon_frame(rng, root / "rgb_anon" / condition / split, labels, seq, 41 + 7 * i, size, label_ids)
+        ref = root / "rgb_anon" / condition / "train_ref" / "GOPR0001"
+        ref.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(random_rgb(rng, size[1], size[0])).save(ref / "GOPR0001_frame_000001_rgb_ref_anon.png")
+    return root
+
+
+def make_darkzurich(root: Path, n: int = 2, size: tuple[int, int] = (64, 36), seed: int = 0,
+                    label_ids: bool = True) -> Path:
+    """``n`` Dark Zurich frames for train/{day,twilight,night}, val/night (labelled, in gt/val/night)
+    and test/night: ROOT/rgb_anon/SPLIT/TIME/SEQ/SEQ_frame_NNNNNN_rgb_anon.png."""
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    folders = [("train", "day", False), ("train", "twilight", False), ("train", "night", False),
+               ("val", "night", True), ("test", "night", False)]
+    for k, (split, time, labelled) in enumerate(folders):
+        for i in range(n):
+            labels = root / "gt" / split / time if labelled else None
+            _anon_frame(rng, root / "rgb_anon" / split / time, labels, f"GOPR{356 + k:04d}", 321 + i, size,
+                        label_ids)
+    return root

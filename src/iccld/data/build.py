@@ -10,7 +10,9 @@ import torch
 from ..config import DataConfig, DatasetConfig
 from ..errors import ConfigError
 from .base import SegmentationDataset
+from .acdc import ACDCDataset
 from .cityscapes import CityscapesDataset
+from .darkzurich import DarkZurichDataset
 from .folder import FolderDataset
 from .gta5 import GTA5Dataset
 from .rcs import RareClassDataset, load_class_stats
@@ -40,6 +42,8 @@ def build_dataset(cfg: DatasetConfig, *, train: bool, crop_size: Optional[Sequen
         "gta5": lambda: GTA5Dataset(cfg.root, transform, **common),
         "synthia": lambda: SynthiaDataset(cfg.root, transform, **common),
         "cityscapes": lambda: CityscapesDataset(cfg.root, cfg.split, transform, **common),
+        "acdc": lambda: ACDCDataset(cfg.root, cfg.split, transform, conditions=cfg.conditions, **common),
+        "darkzurich": lambda: DarkZurichDataset(cfg.root, cfg.split, transform, times=cfg.conditions, **common),
         "folder": lambda: FolderDataset(cfg.root, _spec(cfg), cfg.split, transform, **common),
     }
     if cfg.kind not in builders:

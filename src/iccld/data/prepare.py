@@ -33,7 +33,7 @@ from .labels import (CITYSCAPES_ID_TO_TRAINID, CITYSCAPES_KNOWN_IDS, IGNORE_INDE
                      SYNTHIA_ID_TO_TRAINID, SYNTHIA_KNOWN_IDS, UNMAPPED, lookup_table)
 
 STATS_FILE = "sample_class_stats.json"
-KINDS = ("gta5", "synthia", "cityscapes", "folder", "synthetic")
+KINDS = ("gta5", "synthia", "cityscapes", "acdc", "darkzurich", "folder", "synthetic")
 
 
 @dataclass
@@ -143,6 +143,11 @@ def _plan(kind: str, root: Path, spec: Optional[str]) -> tuple[list[tuple[Path, 
     if kind == "cityscapes":
         from .cityscapes import cityscapes_label_jobs
         return cityscapes_label_jobs(root), CITYSCAPES_MAP, command
+    if kind in ("acdc", "darkzurich"):
+        from .acdc import acdc_label_jobs
+        from .darkzurich import darkzurich_label_jobs
+        jobs, encoding = (acdc_label_jobs if kind == "acdc" else darkzurich_label_jobs)(root)
+        return jobs, (CITYSCAPES_MAP if encoding == "ids" else LabelMap("train_ids")), command
     if kind == "folder":
         if not spec:
             raise ConfigError("iccld prepare folder: --spec is required (the YAML that describes the "
@@ -151,6 +156,18 @@ def _plan(kind: str, root: Path, spec: Optional[str]) -> tuple[list[tuple[Path, 
         folder_spec = load_folder_spec(spec)
         return folder_label_jobs(root, folder_spec), folder_spec.label_map(), f"{command} --spec {spec}"
     raise ConfigError(f"dataset kind '{kind}' is not one of {', '.join(KINDS[:-1])}")
+
+
+def _layout_report(kind: str, root: Path) -> list[str]:
+    """Per-folder image/label counts of the datasets split into condition folders (a label without
+    its image, or a folder labelled only in part, is a DataError); [] for the others."""
+    if kind == "acdc":
+        from .acdc import acdc_report
+        return acdc_report(root)
+    if kind == "darkzurich":
+        from .darkzurich import darkzurich_report
+        return darkzurich_report(root)
+    return []
 
 
 def _stats_up_to_date(stats_path: Path, root: Path, jobs: list[tuple[Path, Path]]) -> bool:
@@ -171,7 +188,7 @@ def prepare_dataset(kind: str, root: str | Path, workers: int = 2, spec: Optiona
     """Write the train-id labels and ``ROOT/sample_class_stats.json`` for one dataset.
 
     Args:
-        kind: gta5 | synthia | cityscapes | folder.
+        kind: gta5 | synthia | cityscapes | acdc | darkzurich | folder.
         root: the dataset folder in its original layout (see docs/datasets.md).
         workers: processes converting labels in parallel (1 = in this process).
         spec: folder datasets: path of the YAML spec.
@@ -179,7 +196,7 @@ def prepare_dataset(kind: str, root: str | Path, workers: int = 2, spec: Optiona
         progress: show a tqdm progress bar.
 
     Returns a summary: kind, root, labels, converted, existing, checked, stats_file, seconds,
-    images_per_second. Raises DataError/ConfigError with a one-line message on bad input.
+    images_per_second, layout (acdc, darkzurich: one line of counts per condition folder). Raises DataError/ConfigError with a one-line message on bad input.
     """
     from tqdm import tqdm
 
@@ -187,10 +204,12 @@ def prepare_dataset(kind: str, root: str | Path, workers: int = 2, spec: Optiona
     if not root.is_dir():
         raise DataError(f"{root}: dataset root not found (expected the {kind} folder in its original "
                         "layout, see docs/datasets.md)")
+    layout = _layout_report(kind, root)
     jobs, label_map, command = _plan(kind, root, spec)
     stats_path = root / STATS_FILE
     summary = {"kind": kind, "root": str(root), "labels": len(jobs), "converted": 0, "existing": 0,
-               "checked": 0, "stats_file": str(stats_path), "seconds": 0.0, "images_per_second": 0.0}
+               "checked": 0, "stats_file": str(stats_path), "seconds": 0.0, "images_per_second": 0.0,
+               "layout": layout}
     if not overwrite and stats_path.is_file() and _stats_up_to_date(stats_path, root, jobs):
         summary["existing"] = len(jobs)
         return summary
@@ -245,6 +264,8 @@ def prepare_command(args) -> int:
         raise ConfigError(f"iccld prepare {args.kind}: --root is required (the dataset folder)")
     s = prepare_dataset(args.kind, args.root, workers=args.workers, spec=args.spec,
                         overwrite=args.overwrite)
+    for line in s["layout"]:
+        print(f"{args.kind} {line}")
     if s["converted"] == 0 and s["checked"] == 0 and s["seconds"] == 0.0:
         print(f"{args.kind}: all {s['labels']} labels in {s['root']} are already prepared "
               f"(--overwrite recomputes them)")
