@@ -88,6 +88,11 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--which", choices=["model", "ema"], default="ema")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs in --out")
+    p.add_argument("--format", choices=["images", "submission"], default="images",
+                   help="images: train-id, colour, overlay PNGs; submission: what the Cityscapes or ACDC "
+                   "test server scores, and OUT/submission.zip")
+    p.add_argument("--benchmark", choices=["cityscapes", "acdc"],
+                   help="--format submission: the server (default: told by the image names)")
 
 
 def _add_export(sub: argparse._SubParsersAction) -> None:

@@ -93,6 +93,9 @@ def predict_command(args) -> int:
     loaded = load_models(args.checkpoint, args.which)
     model = loaded.models[args.which].to(pick_device())
     path = "direct" if args.direct else loaded.inference_path
+    if getattr(args, "format", "images") == "submission":
+        from .submission import submission_command
+        return submission_command(args, model, images, path)
     written = predict_images(model, images, Path(args.out), path=path, steps=args.steps, samples=args.samples,
                              seed=args.seed, overwrite=args.overwrite)
     print(f"wrote {len(written)} files for {len(images)} images to {args.out}", file=sys.stderr)
