@@ -163,7 +163,8 @@ def _suggest(key: str, schema: Config) -> str:
 
         owners = [n for n, cls in METHODS.items() if key[len("method."):] in _all_keys(cls.Config())]
         if owners:
-            return f" (method {schema.method.name} has no such setting; {', '.join(owners)} has)"
+            verb = "has" if len(owners) == 1 else "have"
+            return f" (method {schema.method.name} has no such setting; {', '.join(owners)} {verb})"
     close = difflib.get_close_matches(key, keys, n=1, cutoff=0.5)
     if not close:  # try the last component alone, e.g. "lrr" -> optim.lr
         leaf = key.split(".")[-1]
