@@ -211,7 +211,7 @@ def stage1_weights(config: "Config", stage2_name: str) -> dict:
             raise ConfigError(f"method.stage1_checkpoint: the stage-1 run {where} is not finished (iteration "
                               f"{done} of {planned}); resume it with `iccld train --resume`, or name "
                               f"{ref.path} itself to start stage 2 from this intermediate checkpoint")
-        info = {"method": state["config"]["method"]["name"]}
+        info = {"method": (state.get("method") or {}).get("name", state["config"]["method"]["name"])}
         weights = state["ema_model" if config.method.stage1_weights == "ema" else "model"]
     else:
         loaded = ICCLD.from_pretrained(ref.path)
