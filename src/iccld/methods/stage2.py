@@ -66,8 +66,8 @@ class Stage2Config(Stage1Config):
         one_of("method.pseudo_label_path", self.pseudo_label_path, ("direct", "diffusion"))
         one_of("method.adversarial_input", self.adversarial_input, ("latent", "fused"))
         if not self.stage1_checkpoint:
-            raise ConfigError(f"method.stage1_checkpoint: {self.name} starts from a stage-1 run; set it to "
-                              "that run's folder, its last.ckpt or its final/ folder")
+            raise ConfigError("method.stage1_checkpoint: stage 2 starts from a stage-1 run; set it to that "
+                              "run's folder, its last.ckpt or its final/ folder")
 
 
 class Stage2(Stage1):
