@@ -189,20 +189,20 @@ def _read_yaml(path: Path) -> dict:
 def _read_chain(path: Path) -> list[tuple[str, dict]]:
     """``path`` and its ``base:`` files, the deepest base first: [(file, its sections without base)]."""
     chain: list[tuple[str, dict]] = []
-    seen: list[Path] = []
-    while path is not None:
-        path = path.resolve() if seen else path
+    seen: list[Path] = []  # resolved, in the order read
+    while True:
         if path.resolve() in seen:
             cycle = " -> ".join(str(p) for p in seen + [path.resolve()])
-            raise ConfigError(f"{path}: the base: chain is a cycle ({cycle})")
+            raise ConfigError(f"{seen[-1]}: its base: chain is a cycle ({cycle})")
         seen.append(path.resolve())
         raw = _read_yaml(path)
         base = raw.pop("base", None)
-        if base is not None and not isinstance(base, str):
-            raise ConfigError(f"{path}: base: must be a file name, got {base!r}")
         chain.append((str(path), raw))
-        path = (path.parent / base) if base is not None else None
-    return chain[::-1]
+        if base is None:
+            return chain[::-1]
+        if not isinstance(base, str):
+            raise ConfigError(f"{path}: base: must be a file name, got {base!r}")
+        path = (path.parent / base).resolve()
 
 
 def _method_name(sections: list[dict], default: str | None = None) -> str | None:
@@ -242,9 +242,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     for _, key, value in parsed:
         if key == "method.name":
             name = _method_name([OmegaConf.to_container(OmegaConf.from_dotlist([f"{key}={value}"]))])
-    if name is not None:
-        _choice_method(name)
-    schema = _schema(name)
+    schema = _schema(name)  # ConfigError listing the methods if the name is none of them
     cfg = OmegaConf.structured(schema)
     for origin, raw in chain:
         cfg = _merge_checked(cfg, raw, origin, schema)
@@ -258,12 +256,6 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     config: Config = OmegaConf.to_object(cfg)  # type: ignore[assignment]
     validate(config)
     return config
-
-
-def _choice_method(name: str) -> None:
-    from .methods import method_class
-
-    method_class(name)  # ConfigError with the choices
 
 
 def to_dict(config: Config) -> dict:
@@ -286,10 +278,7 @@ LEGACY_METHOD_KEYS = frozenset({
 def from_dict(data: dict, origin: str = "checkpoint") -> Config:
     """A config saved by iccld (a run's config.yaml, a checkpoint's ``config``), old runs included."""
     data = dict(data)
-    name = _method_name([data])
-    if name is not None:
-        _choice_method(name)
-    schema = _schema(name)
+    schema = _schema(_method_name([data]))
     method = data.get("method")
     if isinstance(method, dict):
         own = set(_all_keys(schema.method))
@@ -323,9 +312,19 @@ def _positive(field_name: str, value: float, allow_zero: bool = False) -> None:
         raise ConfigError(f"{field_name}: must be {'>= 0' if allow_zero else '> 0'}, got {value}")
 
 
+def _check_method_section(section: Any) -> None:
+    from .methods import method_class
+
+    cls = method_class(section.name)  # ConfigError listing the methods
+    if not isinstance(section, cls.Config):
+        raise ConfigError(f"method: a {type(section).__name__} section for method {section.name}, which "
+                          f"reads a {cls.Config.__name__}; build the config with load_config")
+    section.validate()
+
+
 def validate(c: Config) -> None:
     """Raise ConfigError for values no run could use."""
-    _choice_method(c.method.name)
+    _check_method_section(c.method)
     _choice("model.backbone", c.model.backbone, BACKBONES)
     for part in ("source", "target", "val"):
         _choice(f"data.{part}.kind", getattr(c.data, part).kind, DATASET_KINDS)
@@ -365,5 +364,4 @@ def validate(c: Config) -> None:
     bad = [s for s in c.model.skip_strides if s not in (4, 8, 16, 32)]
     if bad:
         raise ConfigError(f"model.skip_strides: each must be 4, 8, 16 or 32, got {bad}")
-    c.method.validate()  # the method's own settings
 
