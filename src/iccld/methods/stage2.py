@@ -86,8 +86,8 @@ class Stage2(Stage1):
         self.disc_optim = dict(lr=cfg.disc_lr, betas=tuple(cfg.disc_betas))
         # names, not modules: the frozen parts stay registered once, under ``model``
         self.frozen = ("encoder", "latent_head") + (("decoder",) if cfg.freeze_decoder else ())
-        for name in self.frozen:
-            getattr(model, name).requires_grad_(False)
+        for part in self.frozen:
+            getattr(model, part).requires_grad_(False)
 
     @staticmethod
     def build_critic(cfg: Stage2Config, model_cfg) -> nn.Module | None:
@@ -110,8 +110,8 @@ class Stage2(Stage1):
 
     def train(self, mode: bool = True) -> "Stage2":
         super().train(mode)
-        for name in self.frozen:  # frozen parts keep their dropout off and normalisation statistics fixed
-            getattr(self.model, name).eval()
+        for part in self.frozen:  # frozen parts keep their dropout off and normalisation statistics fixed
+            getattr(self.model, part).eval()
         return self
 
     def lr_scale(self, group: str) -> float:
