@@ -154,3 +154,14 @@ def test_synthetic_configs_use_the_cpu_preset_model():
     from iccld.models import preset
 
     assert load_config(REPO / "configs/synthetic/stage1.yaml").model == preset("cpu")
+
+
+def test_a_base_cycle_is_one_line_and_exit_status_2_on_the_command_line(tmp_path, capsys):
+    from iccld.cli import main
+
+    write(tmp_path / "a.yaml", {"base": "b.yaml"})
+    write(tmp_path / "b.yaml", {"base": "a.yaml"})
+    assert main(["train", "--config", str(tmp_path / "a.yaml"), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "cycle" in err and "a.yaml" in err and "b.yaml" in err
+    assert not (tmp_path / "run").exists()
