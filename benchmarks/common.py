@@ -267,25 +267,19 @@ def random_batch(batch_size: int, crop: tuple[int, int], num_classes: int, devic
 def build_timed_method(config, device):
     """The method of ``config.method.name``, on ``device``.
 
-    source_only and stage1 come from ``iccld.methods.build_method``, as in the trainer. stage2 is
-    built directly, with the arguments build_method gives it, from a fresh model instead of stage-1
-    weights (which change no shapes and no cost) and the PatchDiscriminator when adversarial_weight > 0.
+    Built as the trainer builds it (``Method.from_config``), except stage 2, which would load a
+    stage-1 run: it starts from a fresh model instead (stage-1 weights change no shapes and no cost),
+    with the critic ``Stage2.build_critic`` gives it.
     """
-    from iccld.methods import build_method
+    from iccld.methods import build_method, method_class
     from iccld.methods.stage2 import Stage2
-    from iccld.models import PatchDiscriminator, build_model
+    from iccld.models import build_model
 
-    m = config.method
-    if m.name != "stage2":
+    cls = method_class(config.method.name)
+    if not issubclass(cls, Stage2):
         return build_method(config).to(device)
-    disc = PatchDiscriminator(config.model.latent_channels, m.disc_channels) if m.adversarial_weight > 0 else None
-    method = Stage2(build_model(config.model), disc, diffusion_weight=m.diffusion_weight, seg_weight=m.seg_weight,
-                    adversarial_weight=m.adversarial_weight, freeze_decoder=m.freeze_decoder,
-                    pseudo_label_path=m.pseudo_label_path, ema_alpha=m.ema_alpha,
-                    pseudo_threshold=m.pseudo_threshold, pl_crop_top=m.pl_crop_top,
-                    pl_crop_bottom=m.pl_crop_bottom, mix_mode=m.mix,
-                    color_jitter_strength=m.color_jitter_strength, color_jitter_p=m.color_jitter_p, blur=m.blur)
-    return method.to(device)
+    critic = cls.build_critic(config.method, config.model)
+    return cls(build_model(config.model), config.method, critic).to(device)
 
 
 class TrainingStep:
@@ -306,7 +300,7 @@ class TrainingStep:
 
         self.method = build_timed_method(config, device)
         self.batch, self.device, self.bf16 = batch, torch.device(device), bf16
-        o, m = config.optim, config.method
+        o = config.optim
         groups = []
         for name, params in self.method.trainable_groups().items():  # as Trainer._build_optimizer
             lr = o.lr if name == "encoder" else o.lr * o.head_lr_mult
@@ -315,8 +309,9 @@ class TrainingStep:
             groups += [{"params": ps, "lr": lr, "weight_decay": wd}
                        for ps, wd in ((decay, o.weight_decay), (no_decay, 0.0)) if ps]
         self.optimizer = torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
-        disc = list(self.method.discriminator_parameters())
-        self.disc_optimizer = torch.optim.Adam(disc, lr=m.disc_lr, betas=tuple(m.disc_betas)) if disc else None
+        critic = self.method.critic()
+        self.disc_optimizer = None if critic is None else torch.optim.Adam(
+            critic.module.parameters(), lr=critic.lr, betas=tuple(critic.betas))
         self.iteration = 0
 
     def _autocast(self):
@@ -327,18 +322,21 @@ class TrainingStep:
     def __call__(self) -> dict[str, float]:
         import torch
 
+        from iccld.methods import StepOutput
+
         seed = 1_000_003 + self.iteration
         torch.manual_seed(seed)  # dropout
         generator = torch.Generator().manual_seed(seed)  # mixing, augmentation, noise, timesteps
         self.method.train()
         with self._autocast():
-            losses = self.method.training_losses(self.batch, self.iteration, generator)
+            out = StepOutput.of(self.method.training_losses(self.batch, self.iteration, generator))
+        losses = out.losses
         self.optimizer.zero_grad(set_to_none=True)
         sum(losses.values()).backward()
         self.optimizer.step()
         if self.disc_optimizer is not None:
             with self._autocast():
-                d_losses = self.method.discriminator_losses()
+                d_losses = self.method.critic_losses(out.critic_inputs)
             if d_losses:
                 self.disc_optimizer.zero_grad(set_to_none=True)
                 sum(d_losses.values()).backward()

@@ -1,4 +1,4 @@
-"""Config: YAML + one level of base + dotted overrides, with errors that name the key."""
+"""Config: YAML + base chains + dotted overrides, with errors that name the key; each method's section."""
 
 import dataclasses
 from pathlib import Path
@@ -22,8 +22,9 @@ def test_defaults_follow_method_doc():
     assert c.model.latent_channels == 32 and c.model.latent_stride == 16
     assert c.model.beta_schedule == "squaredcos_cap_v2" and c.model.prediction_type == "sample"
     assert c.model.num_train_timesteps == 1000 and c.model.sampling_steps == 4
-    assert c.method.ema_alpha == 0.999 and c.method.pseudo_threshold == 0.968
-    assert c.method.adversarial_weight == 1e-3 and c.method.disc_lr == 1e-4
+    assert c.method.name == "stage1" and c.method.ema_alpha == 0.999 and c.method.pseudo_threshold == 0.968
+    s2 = load_config(None, ["method.name=stage2", "method.stage1_checkpoint=runs/x"]).method
+    assert s2.adversarial_weight == 1e-3 and s2.disc_lr == 1e-4 and s2.pseudo_threshold == 0.968
     assert c.optim.lr == 6e-5 and c.optim.head_lr_mult == 10 and c.optim.warmup_iters == 1500
     assert c.trainer.max_iters == 40000 and c.data.crop_size == [512, 512]
     assert c.data.rcs_temperature == 0.01
@@ -39,12 +40,58 @@ def test_base_inheritance_and_overrides(tmp_path):
     assert c.data.crop_size == [64, 32]
 
 
-def test_two_levels_of_base_are_refused(tmp_path):
-    write(tmp_path / "a.yaml", {"trainer": {"seed": 1}})
+def test_base_chains_of_any_depth_nearest_file_wins(tmp_path):
+    (tmp_path / "sub").mkdir()
+    write(tmp_path / "a.yaml", {"trainer": {"seed": 1, "max_iters": 5, "log_interval": 7}})
+    write(tmp_path / "sub" / "b.yaml", {"base": "../a.yaml", "trainer": {"seed": 2, "max_iters": 6}})
+    c = write(tmp_path / "c.yaml", {"base": "sub/b.yaml", "trainer": {"seed": 3}})  # base: relative to the file
+    cfg = load_config(c)
+    assert (cfg.trainer.seed, cfg.trainer.max_iters, cfg.trainer.log_interval) == (3, 6, 7)
+
+
+def test_a_cycle_of_bases_is_refused_naming_the_files(tmp_path):
+    write(tmp_path / "a.yaml", {"base": "c.yaml"})
     write(tmp_path / "b.yaml", {"base": "a.yaml"})
     c = write(tmp_path / "c.yaml", {"base": "b.yaml"})
-    with pytest.raises(ConfigError, match="one level"):
+    with pytest.raises(ConfigError, match=r"cycle \(.*c\.yaml -> .*b\.yaml -> .*a\.yaml -> .*c\.yaml\)") as err:
         load_config(c)
+    assert "\n" not in str(err.value)
+
+
+def test_relative_paths_in_a_yaml_are_kept_for_the_working_directory(tmp_path, monkeypatch):
+    (tmp_path / "configs").mkdir()
+    cfg = write(tmp_path / "configs" / "x.yaml", {"data": {"source": {"root": "data/src"}},
+                                                  "model": {"pretrained": "./weights"}})
+    monkeypatch.chdir(tmp_path)
+    c = load_config(cfg)
+    # as written, not rewritten against configs/: they resolve where the command runs, as overrides do
+    assert c.data.source.root == "data/src" and c.model.pretrained == "./weights"
+    assert load_config(cfg, ["data.source.root=data/src"]) == c
+
+
+def test_each_method_reads_only_its_own_settings(tmp_path):
+    s2 = write(tmp_path / "s2.yaml", {"method": {"name": "stage2", "stage1_checkpoint": "r", "disc_lr": 0.5}})
+    assert load_config(s2).method.disc_lr == 0.5
+    # the override that changes the method decides which keys the file may hold
+    with pytest.raises(ConfigError, match="unknown key 'method.disc_lr' \\(method stage1 has no such "
+                                          "setting; stage2 has\\)"):
+        load_config(s2, ["method.name=stage1"])
+    with pytest.raises(ConfigError, match="override 'method.pl_crop_top=3'.*source_only has no such setting"):
+        load_config(None, ["method.name=source_only", "method.pl_crop_top=3"])
+    with pytest.raises(ConfigError, match="did you mean 'method.disc_lr'"):
+        load_config(s2, ["method.disc_lrr=1"])
+
+
+def test_runs_saved_with_the_flat_method_section_still_load():
+    """Before each method had its own section, every run saved every method's settings."""
+    legacy = REPO / "tests" / "fixtures" / "legacy_v0"
+    s1 = from_dict(yaml.safe_load((legacy / "stage1" / "config.yaml").read_text()))
+    assert s1.method.name == "stage1" and not hasattr(s1.method, "adversarial_weight")
+    assert s1.method.pl_crop_top == yaml.safe_load((legacy / "stage1" / "config.yaml").read_text())["method"]["pl_crop_top"]
+    s2 = from_dict(yaml.safe_load((legacy / "stage2" / "config.yaml").read_text()))
+    assert s2.method.name == "stage2" and s2.method.stage1_checkpoint
+    with pytest.raises(ConfigError, match="unknown key 'method.bogus'"):  # only the old keys are dropped
+        from_dict({"method": {"name": "stage1", "bogus": 1}})
 
 
 @pytest.mark.parametrize("data,match", [
@@ -66,11 +113,12 @@ def test_yaml_errors_name_the_key(tmp_path, data, match):
     ("method.name=stage2", "stage1_checkpoint"),
     ("nonsense", "expected key=value"),
     ("trainer.seeed=1", "did you mean 'trainer.seed'"),
-    ("method.adversarial_input=fuse", "did you mean 'fused'"),
+    ("method.name=stage2 method.stage1_checkpoint=r method.adversarial_input=fuse", "did you mean 'fused'"),
+    ("method.ema_alpha=1", "method.ema_alpha: must be in"),
 ])
 def test_impossible_values_are_refused(override, match):
     with pytest.raises(ConfigError, match=match):
-        load_config(None, [override])
+        load_config(None, override.split(" "))
 
 
 def test_missing_and_malformed_files(tmp_path):
@@ -106,3 +154,14 @@ def test_synthetic_configs_use_the_cpu_preset_model():
     from iccld.models import preset
 
     assert load_config(REPO / "configs/synthetic/stage1.yaml").model == preset("cpu")
+
+
+def test_a_base_cycle_is_one_line_and_exit_status_2_on_the_command_line(tmp_path, capsys):
+    from iccld.cli import main
+
+    write(tmp_path / "a.yaml", {"base": "b.yaml"})
+    write(tmp_path / "b.yaml", {"base": "a.yaml"})
+    assert main(["train", "--config", str(tmp_path / "a.yaml"), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "cycle" in err and "a.yaml" in err and "b.yaml" in err
+    assert not (tmp_path / "run").exists()

@@ -144,11 +144,11 @@ def test_evaluate_and_predict_from_a_repo_id_match_the_local_folder(cache, expor
 def test_stage2_starts_from_a_repo_id(cache, exported, tiny_benchmark):
     from safetensors.torch import load_file
 
-    from iccld.methods import _stage1_weights
+    from iccld.methods.stage2 import stage1_weights
 
     config = load_config(CONFIGS / "synthetic" / "stage2.yaml",
                          tiny_overrides(tiny_benchmark) + ["method.stage1_checkpoint=someone/tiny"])
-    weights = _stage1_weights(config)
+    weights = stage1_weights(config, "stage2")
     saved = load_file(exported / "model.safetensors")
     assert set(weights) == set(saved) and all(torch.equal(weights[k], saved[k]) for k in saved)
 

@@ -38,7 +38,7 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train one method (source_only, stage1, stage2, oracle) from a config")
+    p = sub.add_parser("train", help="train one method (the config's method.name) from a config")
     p.add_argument("--config", required=True, help="YAML config, e.g. configs/synthetic/stage1.yaml")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. trainer.max_iters=100")
     p.add_argument("--out", help="run folder (default: runs/<config name>)")

@@ -1,9 +1,16 @@
 """Typed configuration: one dataclass per component, YAML files, dotted command-line overrides.
 
-Defaults live here and nowhere else. A YAML file may name one ``base:`` file (relative to itself);
-the base may not have a base of its own. Overrides are ``key.sub=value`` strings. Unknown keys and
-values of the wrong type raise :class:`~iccld.errors.ConfigError` naming the key and the closest
-valid one. :func:`validate` checks values that are well-typed but impossible, before any heavy work.
+Defaults live here and nowhere else, except the ``method:`` section's: each method declares its own
+dataclass (``Method.Config`` in :mod:`iccld.methods`), and ``method.name`` picks it, so a method's
+settings are checked against that method alone.
+
+A YAML file may name a ``base:`` file, relative to the YAML file; the base may have a base of its
+own, to any depth (a cycle is an error). Every other path in a YAML (dataset roots, ``spec``,
+``method.stage1_checkpoint``, ``model.pretrained``) is used as written: a relative one is relative to
+the working directory of the command, as on the command line, so the shipped configs run from the
+repository root. Overrides are ``key.sub=value`` strings. Unknown keys and values of the wrong type
+raise :class:`~iccld.errors.ConfigError` naming the key and the closest valid one. :func:`validate`
+checks values that are well-typed but impossible, before any heavy work.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import yaml
-from omegaconf import MISSING, DictConfig, OmegaConf  # noqa: F401  (MISSING re-exported)
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from .errors import ConfigError
@@ -87,36 +94,6 @@ class ModelConfig:
 
 
 @dataclass
-class MethodConfig:
-    """The training objective. ``name`` is source_only | stage1 | stage2 | oracle."""
-
-    name: str = "stage1"
-    ema_alpha: float = 0.999
-    pseudo_threshold: float = 0.968
-    pl_crop_top: int = 15  # rows of the target crop left out of the pseudo-label loss
-    pl_crop_bottom: int = 120
-    mix: str = "class"  # class (ClassMix) | none
-    color_jitter_strength: float = 0.2
-    color_jitter_p: float = 0.2  # as DAFormer: jitter is *skipped* with this probability
-    blur: bool = True
-    # stage 2
-    stage1_checkpoint: str = ""  # run folder, last.ckpt, save_pretrained folder or Hub repo id of stage 1
-    stage1_weights: str = "ema"  # which stage-1 weights stage 2 starts from: ema | model
-    diffusion_weight: float = 1.0
-    seg_weight: float = 1.0
-    adversarial_weight: float = 1e-3  # 0 gives the "without adversarial term" ablation
-    freeze_decoder: bool = True
-    decoder_lr_mult: float = 1.0  # with freeze_decoder=false: D's lr is the heads' lr x this
-    pseudo_label_path: str = "direct"  # direct: D(z0) | diffusion: D(sample(z0))
-    # what the discriminator sees: latent = z0_hat (the paper) | fused = D's fused features of z0_hat
-    # and the inter-coder skips, so the alignment also covers what the skip path brings into D
-    adversarial_input: str = "latent"
-    disc_channels: int = 64
-    disc_lr: float = 1e-4
-    disc_betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
-
-
-@dataclass
 class OptimConfig:
     lr: float = 6e-5
     head_lr_mult: float = 10.0  # heads (everything but the backbone) train at lr x this
@@ -148,7 +125,9 @@ class TrainerConfig:
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
-    method: MethodConfig = field(default_factory=MethodConfig)
+    # the section of the method ``method.name`` names: its own dataclass (``Method.Config``, in
+    # iccld.methods), chosen by the loader before the rest of the section is read
+    method: Any = field(default_factory=lambda: method_section(None))
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
 
@@ -157,19 +136,38 @@ class Config:
 # loading
 
 
-def _all_keys(cls: type, prefix: str = "") -> list[str]:
+def method_section(name: str | None) -> Any:
+    """The default ``method:`` section of method ``name`` (None: the default method)."""
+    from .methods import DEFAULT_METHOD, method_class
+
+    name = DEFAULT_METHOD if name is None else name
+    return method_class(name).Config(name=name)
+
+
+def _schema(method_name: str | None) -> Config:
+    return Config(method=method_section(method_name))
+
+
+def _all_keys(obj: Any, prefix: str = "") -> list[str]:
     keys = []
-    for f in dataclasses.fields(cls):
+    for f in dataclasses.fields(obj):
         name = f"{prefix}{f.name}"
         keys.append(name)
-        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-        if dataclasses.is_dataclass(default):
-            keys.extend(_all_keys(type(default), name + "."))
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            keys.extend(_all_keys(value, name + "."))
     return keys
 
 
-def _suggest(key: str) -> str:
-    keys = _all_keys(Config)
+def _suggest(key: str, schema: Config) -> str:
+    keys = _all_keys(schema)
+    if key.startswith("method."):  # a setting of another method, e.g. a stage-2 key in a stage-1 config
+        from .methods import METHODS
+
+        owners = [n for n, cls in METHODS.items() if key[len("method."):] in _all_keys(cls.Config())]
+        if owners:
+            verb = "has" if len(owners) == 1 else "have"
+            return f" (method {schema.method.name} has no such setting; {', '.join(owners)} {verb})"
     close = difflib.get_close_matches(key, keys, n=1, cutoff=0.5)
     if not close:  # try the last component alone, e.g. "lrr" -> optim.lr
         leaf = key.split(".")[-1]
@@ -191,55 +189,73 @@ def _read_yaml(path: Path) -> dict:
     return data
 
 
-def _merge_checked(base: DictConfig, update: Any, origin: str) -> DictConfig:
+def _read_chain(path: Path) -> list[tuple[str, dict]]:
+    """``path`` and its ``base:`` files, the deepest base first: [(file, its sections without base)]."""
+    chain: list[tuple[str, dict]] = []
+    seen: list[Path] = []  # resolved, in the order read
+    while True:
+        if path.resolve() in seen:
+            cycle = " -> ".join(str(p) for p in seen + [path.resolve()])
+            raise ConfigError(f"{seen[-1]}: its base: chain is a cycle ({cycle})")
+        seen.append(path.resolve())
+        raw = _read_yaml(path)
+        base = raw.pop("base", None)
+        chain.append((str(path), raw))
+        if base is None:
+            return chain[::-1]
+        if not isinstance(base, str):
+            raise ConfigError(f"{path}: base: must be a file name, got {base!r}")
+        path = (path.parent / base).resolve()
+
+
+def _method_name(sections: list[dict], default: str | None = None) -> str | None:
+    """The ``method.name`` the last of ``sections`` that sets one gives (None: the default method)."""
+    name = default
+    for raw in sections:
+        method = raw.get("method")
+        if isinstance(method, dict) and "name" in method:
+            name = method["name"]
+    if name is not None and not isinstance(name, str):
+        raise ConfigError(f"method.name: expected a method's name, got {name!r}")
+    return name
+
+
+def _merge_checked(base: DictConfig, update: Any, origin: str, schema: Config) -> DictConfig:
     try:
         return OmegaConf.merge(base, update)
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", "") or ""
         msg = str(exc).splitlines()[0]
         if "not in struct" in msg or "Key '" in msg and "not in" in msg:
-            raise ConfigError(f"{origin}: unknown key '{key}'{_suggest(key)}") from None
+            raise ConfigError(f"{origin}: unknown key '{key}'{_suggest(key, schema)}") from None
         raise ConfigError(f"{origin}: bad value for '{key}': {msg}") from None
 
 
-def _resolve_relative(raw: dict, folder: Path) -> None:
-    """Make paths in the YAML that start with ./ or ../ relative to the YAML file."""
-    method = raw.get("method") or {}
-    ckpt = method.get("stage1_checkpoint") if isinstance(method, dict) else None
-    if isinstance(ckpt, str) and ckpt.startswith(("./", "../")):
-        method["stage1_checkpoint"] = str((folder / ckpt).resolve())
-
-
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Load a YAML config (with at most one ``base:``), apply ``key=value`` overrides, validate."""
-    cfg = OmegaConf.structured(Config)
-    if path is not None:
-        path = Path(path)
-        raw = _read_yaml(path)
-        base_name = raw.pop("base", None)
-        if base_name is not None:
-            base_path = (path.parent / base_name).resolve()
-            base_raw = _read_yaml(base_path)
-            if "base" in base_raw:
-                raise ConfigError(f"{base_path}: a base config may not have a 'base:' of its own "
-                                  "(one level of inheritance only)")
-            cfg = _merge_checked(cfg, base_raw, str(base_path))
-        cfg = _merge_checked(cfg, raw, str(path))
+    """Load a YAML config (and its ``base:`` chain), apply ``key=value`` overrides, validate."""
+    chain = _read_chain(Path(path)) if path is not None else []
+    parsed = []
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override '{item}': expected key=value, e.g. trainer.max_iters=100")
         key, _, value = item.partition("=")
-        key = key.strip()
-        try:
-            OmegaConf.select(cfg, key, throw_on_missing=False)
-            node_exists = key in _all_keys(Config)
-        except OmegaConfBaseException:
-            node_exists = False
-        if not node_exists:
-            raise ConfigError(f"override '{item}': unknown key '{key}'{_suggest(key)}")
+        parsed.append((item, key.strip(), value))
+    # the method's name first: it decides which settings the method: section may hold
+    name = _method_name([raw for _, raw in chain])
+    for _, key, value in parsed:
+        if key == "method.name":
+            name = _method_name([OmegaConf.to_container(OmegaConf.from_dotlist([f"{key}={value}"]))])
+    schema = _schema(name)  # ConfigError listing the methods if the name is none of them
+    cfg = OmegaConf.structured(schema)
+    for origin, raw in chain:
+        cfg = _merge_checked(cfg, raw, origin, schema)
+    keys = set(_all_keys(schema))
+    for item, key, value in parsed:
+        if key not in keys:
+            raise ConfigError(f"override '{item}': unknown key '{key}'{_suggest(key, schema)}")
         if value.strip() == "":  # `model.pretrained=` means the empty string, not null
             value = "''"
-        cfg = _merge_checked(cfg, OmegaConf.from_dotlist([f"{key}={value}"]), f"override '{item}'")
+        cfg = _merge_checked(cfg, OmegaConf.from_dotlist([f"{key}={value}"]), f"override '{item}'", schema)
     config: Config = OmegaConf.to_object(cfg)  # type: ignore[assignment]
     validate(config)
     return config
@@ -253,8 +269,24 @@ def to_yaml(config: Config) -> str:
     return yaml.safe_dump(to_dict(config), sort_keys=False)
 
 
+# the one flat ``method:`` section of runs saved before each method had its own: every method's
+# settings, whatever the method. Saved runs drop the keys their method does not have.
+LEGACY_METHOD_KEYS = frozenset({
+    "ema_alpha", "pseudo_threshold", "pl_crop_top", "pl_crop_bottom", "mix", "color_jitter_strength",
+    "color_jitter_p", "blur", "stage1_checkpoint", "stage1_weights", "diffusion_weight", "seg_weight",
+    "adversarial_weight", "freeze_decoder", "decoder_lr_mult", "pseudo_label_path", "adversarial_input",
+    "disc_channels", "disc_lr", "disc_betas"})
+
+
 def from_dict(data: dict, origin: str = "checkpoint") -> Config:
-    cfg = _merge_checked(OmegaConf.structured(Config), data, origin)
+    """A config saved by iccld (a run's config.yaml, a checkpoint's ``config``), old runs included."""
+    data = dict(data)
+    schema = _schema(_method_name([data]))
+    method = data.get("method")
+    if isinstance(method, dict):
+        own = set(_all_keys(schema.method))
+        data["method"] = {k: v for k, v in method.items() if k in own or k not in LEGACY_METHOD_KEYS}
+    cfg = _merge_checked(OmegaConf.structured(schema), data, origin, schema)
     return OmegaConf.to_object(cfg)  # type: ignore[return-value]
 
 
@@ -267,7 +299,6 @@ def save_config(config: Config, path: str | Path) -> None:
 # ----------------------------------------------------------------------------------------------
 # validation of values that are well-typed but impossible
 
-METHODS = ("source_only", "stage1", "stage2", "oracle")
 DATASET_KINDS = ("gta5", "synthia", "cityscapes", "acdc", "darkzurich", "folder")
 # data.<part>.conditions: the choices of each kind that has them (iccld.data.acdc / darkzurich)
 DATASET_CONDITIONS = {"acdc": ("fog", "night", "rain", "snow"), "darkzurich": ("day", "twilight", "night")}
@@ -286,9 +317,19 @@ def _positive(field_name: str, value: float, allow_zero: bool = False) -> None:
         raise ConfigError(f"{field_name}: must be {'>= 0' if allow_zero else '> 0'}, got {value}")
 
 
+def _check_method_section(section: Any) -> None:
+    from .methods import method_class
+
+    cls = method_class(section.name)  # ConfigError listing the methods
+    if not isinstance(section, cls.Config):
+        raise ConfigError(f"method: a {type(section).__name__} section for method {section.name}, which "
+                          f"reads a {cls.Config.__name__}; build the config with load_config")
+    section.validate()
+
+
 def validate(c: Config) -> None:
     """Raise ConfigError for values no run could use."""
-    _choice("method.name", c.method.name, METHODS)
+    _check_method_section(c.method)
     _choice("model.backbone", c.model.backbone, BACKBONES)
     for part in ("source", "target", "val"):
         _choice(f"data.{part}.kind", getattr(c.data, part).kind, DATASET_KINDS)
@@ -342,14 +383,4 @@ def validate(c: Config) -> None:
     bad = [s for s in c.model.skip_strides if s not in (4, 8, 16, 32)]
     if bad:
         raise ConfigError(f"model.skip_strides: each must be 4, 8, 16 or 32, got {bad}")
-    if not 0 <= c.method.ema_alpha < 1:
-        raise ConfigError(f"method.ema_alpha: must be in [0, 1), got {c.method.ema_alpha}")
-    if not 0 <= c.method.pseudo_threshold <= 1:
-        raise ConfigError(f"method.pseudo_threshold: must be in [0, 1], got {c.method.pseudo_threshold}")
-    _choice("method.mix", c.method.mix, ("class", "none"))
-    _choice("method.stage1_weights", c.method.stage1_weights, ("ema", "model"))
-    _choice("method.pseudo_label_path", c.method.pseudo_label_path, ("direct", "diffusion"))
-    _choice("method.adversarial_input", c.method.adversarial_input, ("latent", "fused"))
-    if c.method.name == "stage2" and not c.method.stage1_checkpoint:
-        raise ConfigError("method.stage1_checkpoint: stage2 starts from a stage-1 run; set it to that "
-                          "run's folder, its last.ckpt or its final/ folder")
+

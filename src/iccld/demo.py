@@ -18,7 +18,10 @@ from .config import load_config
 from .errors import TrainingError
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "synthetic"
-METHODS = (("source_only", "Source only"), ("stage1", "Stage 1 (no diffusion)"), ("stage2", "ICCLD (stage 2)"))
+# the runs, in order: config file in configs/synthetic (its stem names the run folder), title, and the
+# config of the earlier run this one starts from (its method.stage1_checkpoint)
+RUNS = (("source_only.yaml", "Source only", None), ("stage1.yaml", "Stage 1 (no diffusion)", None),
+        ("stage2.yaml", "ICCLD (stage 2)", "stage1.yaml"))
 
 # the default benchmark and a tiny one for tests (--quick)
 FULL = dict(num_source=2000, num_target=1000, num_val=300, size=(256, 128))
@@ -34,11 +37,11 @@ def _config_dir() -> Path:
     raise TrainingError(f"{CONFIG_DIR}: the synthetic configs are missing; run the demo from an iccld checkout")
 
 
-def method_overrides(bench: Path, runs: Path, name: str, quick: bool, seed: int) -> list[str]:
+def method_overrides(bench: Path, runs: Path, starts_from: str | None, quick: bool, seed: int) -> list[str]:
     overrides = [f"data.source.root={bench / 'source'}", f"data.target.root={bench / 'target'}",
                  f"data.val.root={bench / 'target'}", f"trainer.seed={seed}"]
-    if name == "stage2":
-        overrides.append(f"method.stage1_checkpoint={runs / 'stage1'}")
+    if starts_from is not None:
+        overrides.append(f"method.stage1_checkpoint={runs / Path(starts_from).stem}")
     if quick:
         overrides += ["trainer.max_iters=3", "trainer.eval_interval=0", "trainer.checkpoint_interval=2",
                       "data.crop_size=[64,64]", "data.num_workers=0", "trainer.batch_size=2",
@@ -56,19 +59,20 @@ def demo_command(args) -> int:
     sizes = QUICK if args.quick else FULL
     print(f"[1/3] synthetic benchmark in {bench}", file=sys.stderr)
     generate(out=bench, seed=args.seed, workers=2, **sizes)
-    for i, (name, title) in enumerate(METHODS, 1):
-        print(f"[2/3] training {title} ({i}/{len(METHODS)}) in {runs / name}", file=sys.stderr)
-        config = load_config(_config_dir() / f"{name}.yaml",
-                             method_overrides(bench, runs, name, args.quick, args.seed))
+    names = [Path(config_file).stem for config_file, _, _ in RUNS]
+    for i, ((config_file, title, starts_from), name) in enumerate(zip(RUNS, names), 1):
+        print(f"[2/3] training {title} ({i}/{len(RUNS)}) in {runs / name}", file=sys.stderr)
+        config = load_config(_config_dir() / config_file,
+                             method_overrides(bench, runs, starts_from, args.quick, args.seed))
         code = run_training(config, runs / name, resume=True)
         if code != 0:
             return code
     print(f"[3/3] report in {out / 'report.md'}", file=sys.stderr)
     from .evaluation.demo_report import write_report
 
-    report = write_report(out, runs, [m for m, _ in METHODS], dict(METHODS), quick=args.quick,
-                          elapsed=time.time() - started)
-    summary = json.loads((runs / "stage2" / "results.json").read_text())["val"]["ema"]["miou"]
+    titles = {name: title for name, (_, title, _) in zip(names, RUNS)}
+    report = write_report(out, runs, names, titles, quick=args.quick, elapsed=time.time() - started)
+    summary = json.loads((runs / names[-1] / "results.json").read_text())["val"]["ema"]["miou"]
     print(f"done in {(time.time() - started) / 60:.1f} min: ICCLD val mIoU {summary:.2f}; see {report}",
           file=sys.stderr)
     return 0

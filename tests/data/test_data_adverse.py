@@ -13,7 +13,7 @@ from conftest import CONFIGS
 from iccld.cli import main
 from iccld.config import load_config
 from iccld.data.acdc import ACDCDataset
-from iccld.data.build import build_target_dataset, build_val_dataset
+from iccld.data.build import build_dataset, build_val_dataset
 from iccld.data.darkzurich import DarkZurichDataset
 from iccld.data.prepare import prepare_dataset
 from iccld.errors import ConfigError, DataError
@@ -123,7 +123,7 @@ def test_adverse_configs_select_conditions_and_build(tmp_path):
     config = load_config(CONFIGS / "cityscapes_acdc" / "stage1.yaml",
                          roots + ["data.val.conditions=[fog,snow]", "data.target.conditions=[night]"])
     assert config.data.source.kind == "cityscapes" and config.data.target.kind == "acdc"
-    assert len(build_val_dataset(config.data)) == 4 and len(build_target_dataset(config.data)) == 2
+    assert len(build_val_dataset(config.data)) == 4 and len(build_dataset(config.data.target, train=False, labelled=False)) == 2
     dz = load_config(CONFIGS / "cityscapes_darkzurich" / "stage1.yaml")
     assert dz.data.target.conditions == ["night"] and dz.data.val.split == "val"
     with pytest.raises(ConfigError, match=r"data.val.conditions: 'dusk' is not one of"):

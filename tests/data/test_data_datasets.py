@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from iccld.config import DataConfig, DatasetConfig
-from iccld.data.build import build_dataset, build_source_dataset, build_target_dataset, build_val_dataset
+from iccld.data.build import build_dataset, build_source_dataset, build_val_dataset
 from iccld.data.cityscapes import CityscapesDataset
 from iccld.data.folder import FolderDataset, load_folder_spec
 from iccld.data.gta5 import GTA5Dataset
@@ -228,7 +228,7 @@ def test_build_dataset_from_config(prepared, tmp_path):
     assert isinstance(source, RareClassDataset) and source[(3, 9)]["label"].shape == (16, 16)
     data.rcs_temperature = 0.0
     assert isinstance(build_source_dataset(data), GTA5Dataset)
-    target = build_target_dataset(data)
+    target = build_dataset(data.target, train=True, crop_size=data.crop_size, labelled=False)
     assert (target[(0, 0)]["label"] == 255).all()
     assert build_val_dataset(data)[0]["label"].shape == (32, 64)
 

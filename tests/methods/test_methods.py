@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from iccld.methods.base import cross_entropy
-from iccld.methods.stage1 import Stage1
-from iccld.methods.stage2 import Stage2
+from iccld.methods.base import StepOutput, cross_entropy
+from iccld.methods.stage1 import Stage1, Stage1Config
+from iccld.methods.stage2 import Stage2, Stage2Config
 from iccld.models import PatchDiscriminator, build_model, preset
 
 
@@ -38,7 +38,7 @@ def test_cross_entropy_weighting_and_ignore():
 
 
 def test_stage1_losses_and_gradients_reach_encoder_and_decoder():
-    method = Stage1(tiny_model(), pl_crop_top=0, pl_crop_bottom=0)
+    method = Stage1(tiny_model(), Stage1Config(pl_crop_top=0, pl_crop_bottom=0))
     losses = method.training_losses(batch(), 0, torch.Generator().manual_seed(0))
     assert set(losses) == {"seg", "mix"}
     sum(losses.values()).backward()
@@ -52,14 +52,31 @@ def test_stage1_losses_and_gradients_reach_encoder_and_decoder():
 def test_stage2_trains_only_the_denoiser_and_the_adversarial_term_reaches_it():
     model = tiny_model()
     disc = PatchDiscriminator(model.config.latent_channels, 16)
-    method = Stage2(model, disc, pl_crop_top=0, pl_crop_bottom=0, adversarial_weight=1.0)
+    method = Stage2(model, Stage2Config(pl_crop_top=0, pl_crop_bottom=0, adversarial_weight=1.0), disc)
     groups = method.trainable_groups()
     assert set(groups) == {"denoiser"}
-    losses = method.training_losses(batch(), 0, torch.Generator().manual_seed(0))
-    assert set(losses) == {"diffusion", "seg", "adv"}
-    losses["adv"].backward()
+    out = method.training_losses(batch(), 0, torch.Generator().manual_seed(0))
+    assert isinstance(out, StepOutput) and set(out.losses) == {"diffusion", "seg", "adv"}
+    assert all(p.requires_grad for p in disc.parameters())  # never toggled
+    out.losses["adv"].backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.denoiser.parameters())
     assert all(p.grad is None for p in disc.parameters())  # the generator term leaves the critic alone
+    # what the critic trains on comes back with the losses, detached
+    assert set(out.critic_inputs) == {"source", "target"}
+    assert not any(t.requires_grad for t in out.critic_inputs.values())
+
+
+def test_stage2_registers_each_network_once_and_keeps_frozen_parts_in_eval_mode():
+    model = tiny_model()
+    method = Stage2(model, Stage2Config(adversarial_weight=1.0), PatchDiscriminator(model.config.latent_channels, 16))
+    keys = list(method.state_dict())
+    expected = (len(model.state_dict()) + len(method.ema_model.state_dict())
+                + len(method.discriminator.state_dict()))
+    assert len(keys) == expected  # model.*, ema_model.*, discriminator.*: no second copy of E, head, D
+    assert {k.split(".")[0] for k in keys} == {"model", "ema_model", "discriminator"}
+    method.train()
+    assert not model.encoder.training and not model.latent_head.training and not model.decoder.training
+    assert model.denoiser.training
 
 
 def test_discriminator_step_lowers_its_own_loss_on_fixed_latents():
@@ -67,16 +84,16 @@ def test_discriminator_step_lowers_its_own_loss_on_fixed_latents():
     disc = PatchDiscriminator(16, 32)
     opt = torch.optim.Adam(disc.parameters(), lr=1e-3)
     z_src, z_tgt = torch.randn(4, 16, 8, 8) + 1.0, torch.randn(4, 16, 8, 8) - 1.0
-    method = Stage2.__new__(Stage2)  # only the critic loss is exercised
-    torch.nn.Module.__init__(method)
-    method.discriminator, method._detached = disc, (z_src, z_tgt)
-    before = method.discriminator_losses()["disc"].item()
+    method = Stage2(tiny_model(), Stage2Config(), disc)
+    inputs = {"source": z_src, "target": z_tgt}
+    before = method.critic_losses(inputs)["disc"].item()
     for _ in range(20):
         opt.zero_grad()
-        method.discriminator_losses()["disc"].backward()
+        method.critic_losses(inputs)["disc"].backward()
         opt.step()
-    after = method.discriminator_losses()["disc"].item()
+    after = method.critic_losses(inputs)["disc"].item()
     assert after < 0.5 * before
+    assert method.critic().module is disc and method.critic().lr == Stage2Config().disc_lr
 
 
 def test_decoder_features_then_classify_is_the_decoder():
@@ -92,10 +109,13 @@ def test_stage2_fused_adversarial_input_aligns_what_the_decoder_sees():
     model = tiny_model()
     channels = model.config.decoder_channels
     disc = PatchDiscriminator(channels, 16)
-    method = Stage2(model, disc, pl_crop_top=0, pl_crop_bottom=0, adversarial_weight=1.0,
-                    freeze_decoder=False, adversarial_input="fused")
-    losses = method.training_losses(batch(b=2, h=64, w=64), 0, torch.Generator().manual_seed(0))
-    z_src, z_tgt = method._detached  # the critic's inputs: D's fused features at stride 4
+    cfg = Stage2Config(pl_crop_top=0, pl_crop_bottom=0, adversarial_weight=1.0, freeze_decoder=False,
+                       adversarial_input="fused")
+    assert Stage2.build_critic(cfg, model.config).net[0].in_channels == channels
+    method = Stage2(model, cfg, disc)
+    out = method.training_losses(batch(b=2, h=64, w=64), 0, torch.Generator().manual_seed(0))
+    losses = out.losses
+    z_src, z_tgt = out.critic_inputs["source"], out.critic_inputs["target"]  # D's fused features at stride 4
     assert z_src.shape == z_tgt.shape == (2, channels, 16, 16)
     losses["adv"].backward()
     # the adversarial gradient reaches the skip projections of D (the path a latent critic cannot
@@ -103,4 +123,4 @@ def test_stage2_fused_adversarial_input_aligns_what_the_decoder_sees():
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.decoder.skip_projs.parameters())
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.denoiser.parameters())
     assert all(p.grad is None for p in model.encoder.parameters())  # E stays frozen
-    assert "disc" in method.discriminator_losses()
+    assert "disc" in method.critic_losses(out.critic_inputs)

@@ -46,6 +46,19 @@ def test_synthetic_baselines_run_and_write_a_run_folder(name, tiny_benchmark, tm
     assert results["iteration"] == 2 and results["method"] == name
     assert 0 <= results["val"]["ema"]["miou"] <= 100
     assert load_checkpoint(out / "last.ckpt")["iteration"] == 2
+    assert load_checkpoint(out / "last.ckpt")["method"] == {"name": name, "inference_path": "direct"}
+
+
+def test_the_trainer_builds_the_data_streams_the_method_declares(tiny_benchmark, tmp_path):
+    seen = {}
+    for name in ("source_only", "oracle", "stage1"):
+        trainer = Trainer(load_config(SYNTHETIC / f"{name}.yaml", tiny_overrides(tiny_benchmark)), tmp_path / name,
+                          progress=False)
+        data = trainer.datasets
+        labelled = "target" in data and bool((data["target"][(0, 0)]["label"] != 255).any())
+        seen[name] = (sorted(data), labelled)
+    assert seen == {"source_only": (["source", "val"], False), "oracle": (["target", "val"], True),
+                    "stage1": (["source", "target", "val"], False)}
 
 
 @pytest.mark.parametrize("name,stage1", [("stage2", "stage1"), ("stage2_no_adv", "stage1"),

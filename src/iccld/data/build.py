@@ -71,13 +71,6 @@ def build_source_dataset(data_cfg: DataConfig) -> torch.utils.data.Dataset:
                             min_pixels=data_cfg.rcs_min_pixels, min_crop_ratio=data_cfg.rcs_min_crop_ratio)
 
 
-def build_target_dataset(data_cfg: DataConfig, labelled: bool = False) -> SegmentationDataset:
-    """The target training set: unlabelled for UDA, ``labelled=True`` for the oracle."""
-    return build_dataset(data_cfg.target, train=True, crop_size=data_cfg.crop_size,
-                         cat_max_ratio=data_cfg.cat_max_ratio, flip=data_cfg.flip,
-                         labelled=labelled, skip_bad=data_cfg.skip_bad)
-
-
 def build_val_dataset(data_cfg: DataConfig, split: str | None = None,
                       skip_bad: bool = False) -> SegmentationDataset:
     """The labelled evaluation split (image resized, label at full resolution); ``split`` replaces

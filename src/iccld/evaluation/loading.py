@@ -46,8 +46,15 @@ def load_models(checkpoint: str, which: str = "ema") -> LoadedModels:
             raise CheckpointError(f"{ref.path}: weights do not fit the saved model config "
                                   f"({str(exc).splitlines()[0][:160]})") from None
         models[label] = model.eval()
-    path = "diffusion" if config.method.name == "stage2" else "direct"
-    return LoadedModels(models, config, path, config.method.name)
+    # the checkpoint says which method made it and its path; one saved before it did: ask the method
+    made_by = state.get("method") or _describe(config.method.name)
+    return LoadedModels(models, config, made_by["inference_path"], made_by["name"])
+
+
+def _describe(name: str) -> dict:
+    from ..methods import method_class
+
+    return method_class(name).describe()
 
 
 def _without_pretrained(config: Config) -> Config:

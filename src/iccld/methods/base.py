@@ -4,21 +4,85 @@ Naming: the paper calls the network that receives gradients the *teacher* and it
 average the *student*. Here they are ``model`` (gradients) and ``ema_model`` (EMA of ``model``); the
 EMA model makes the pseudo-labels, as in DACS/DAFormer.
 
-A method computes ``training_losses(batch, step, generator) -> {name: scalar tensor}``; the trainer
-sums them, backpropagates and steps the optimiser, then calls ``after_step`` (EMA update). Methods
-with a discriminator also expose ``discriminator_losses()`` for the trainer's second optimiser.
+A method is one class that declares itself to the trainer, the evaluator and the config:
+
+- ``name``: its key in the registry (:data:`iccld.methods.METHODS`) and the value of ``method.name``;
+- ``Config``: the dataclass of its ``method:`` section, where its defaults live (and nowhere else);
+- ``streams``: the data it trains on, from :data:`SOURCE`, :data:`TARGET` (unlabelled target) and
+  :data:`LABELLED_TARGET`; the trainer builds only these;
+- ``inference_path``: "direct" (D(z0)) or "diffusion" (D(sample(z0))), saved with every checkpoint;
+- :meth:`from_config`: the method with its networks, from the whole config;
+- :meth:`critic`: an extra network with its own optimiser (stage 2's discriminator), or None.
+
+A step: ``training_losses(batch, step, generator)`` returns ``{name: scalar tensor}``, or a
+:class:`StepOutput` that also carries the detached tensors the critic trains on. The trainer sums the
+losses, backpropagates and steps the optimiser; with a critic it then calls
+``critic_losses(critic_inputs)`` and steps the critic's optimiser; last ``after_step`` (EMA update).
 """
 
 from __future__ import annotations
 
-from typing import Iterable
+import difflib
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..data.labels import IGNORE_INDEX
+from ..errors import ConfigError
 from ..uda.ema import copy_model, ema_update
+
+if TYPE_CHECKING:
+    from ..config import Config
+
+# the data streams a method may ask for; a batch holds one entry per stream, under "source" or
+# "target" (both targets: a method trains on at most one of them)
+SOURCE, TARGET, LABELLED_TARGET = "source", "target", "labelled_target"
+
+
+def one_of(field_name: str, value: str, choices: tuple[str, ...]) -> None:
+    """ConfigError naming the field, the choices and the closest one, unless ``value`` is a choice."""
+    if value not in choices:
+        close = difflib.get_close_matches(value, choices, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise ConfigError(f"{field_name}: '{value}' is not one of {', '.join(choices)}{hint}")
+
+
+@dataclass
+class MethodConfig:
+    """The ``method:`` section every method has; each method's ``Config`` extends it."""
+
+    name: str = ""  # the registry key; filled in by the config loader
+    ema_alpha: float = 0.999
+
+    def validate(self) -> None:
+        """Raise ConfigError for values no run could use (called by the config loader)."""
+        if not 0 <= self.ema_alpha < 1:
+            raise ConfigError(f"method.ema_alpha: must be in [0, 1), got {self.ema_alpha}")
+
+
+@dataclass
+class Critic:
+    """A network the trainer optimises apart from ``model``, with Adam at its own settings."""
+
+    module: nn.Module
+    lr: float
+    betas: tuple[float, float]
+
+
+@dataclass
+class StepOutput:
+    """What one ``training_losses`` call hands the trainer: the losses it optimises and the
+    (detached) tensors :meth:`Method.critic_losses` trains the critic on."""
+
+    losses: dict[str, torch.Tensor]
+    critic_inputs: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, result: "StepOutput | dict[str, torch.Tensor]") -> "StepOutput":
+        return result if isinstance(result, StepOutput) else cls(dict(result))
 
 
 def cross_entropy(logits: torch.Tensor, labels: torch.Tensor,
@@ -36,17 +100,32 @@ def cross_entropy(logits: torch.Tensor, labels: torch.Tensor,
 
 
 class Method(nn.Module):
-    """Owns ``model`` and ``ema_model``; subclasses define the losses."""
+    """Owns ``model`` and ``ema_model``; subclasses define the losses and declare themselves."""
 
+    name: ClassVar[str]
+    Config: ClassVar[type[MethodConfig]] = MethodConfig
+    streams: ClassVar[tuple[str, ...]] = (SOURCE,)
     #: which path evaluation uses by default: "direct" = D(z0), "diffusion" = D(sample(z0))
-    inference_path = "direct"
+    inference_path: ClassVar[str] = "direct"
 
-    def __init__(self, model: nn.Module, ema_alpha: float = 0.999):
+    def __init__(self, model: nn.Module, cfg: MethodConfig):
         super().__init__()
         self.model = model
         self.ema_model = copy_model(model)
-        self.ema_alpha = ema_alpha
+        self.ema_alpha = cfg.ema_alpha
         self.stats: dict[str, float] = {}  # logged by the trainer, not optimised
+
+    @classmethod
+    def from_config(cls, config: "Config") -> "Method":
+        """The method and its networks; ``config.method`` is a ``cls.Config``."""
+        from ..models import build_model
+
+        return cls(build_model(config.model), config.method)
+
+    @classmethod
+    def describe(cls) -> dict:
+        """What a checkpoint records about the method that made it."""
+        return {"name": cls.name, "inference_path": cls.inference_path}
 
     # what the trainer optimises ------------------------------------------------------------
     def trainable_groups(self) -> dict[str, list[nn.Parameter]]:
@@ -59,15 +138,18 @@ class Method(nn.Module):
         """Extra factor on the learning rate of one parameter group (1 unless a method says otherwise)."""
         return 1.0
 
-    def discriminator_parameters(self) -> Iterable[nn.Parameter]:
-        return []
+    def critic(self) -> Critic | None:
+        """The extra network trained by :meth:`critic_losses` with its own optimiser, if any."""
+        return None
 
     # the step ----------------------------------------------------------------------------------
-    def training_losses(self, batch: dict, step: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    def training_losses(self, batch: dict, step: int,
+                        generator: torch.Generator) -> "dict[str, torch.Tensor] | StepOutput":
         """Named scalar losses; the trainer optimises their sum. Extra numbers go to ``self.stats``."""
         raise NotImplementedError
 
-    def discriminator_losses(self) -> dict[str, torch.Tensor]:
+    def critic_losses(self, critic_inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The critic's losses from the ``critic_inputs`` of this step's :class:`StepOutput`."""
         return {}
 
     @torch.no_grad()

@@ -10,25 +10,47 @@ Per iteration, with a source batch (x_s, y_s) and a target batch x_t:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
+from ..errors import ConfigError
 from ..uda.augment import strong_augment
 from ..uda.classmix import classmix_masks, mix
 from ..uda.pseudo_label import pseudo_labels
-from .base import Method, cross_entropy
+from .base import SOURCE, TARGET, Method, MethodConfig, cross_entropy, one_of
+
+
+@dataclass
+class Stage1Config(MethodConfig):
+    pseudo_threshold: float = 0.968
+    pl_crop_top: int = 15  # rows of the target crop left out of the pseudo-label loss
+    pl_crop_bottom: int = 120
+    mix: str = "class"  # class (ClassMix) | none
+    color_jitter_strength: float = 0.2
+    color_jitter_p: float = 0.2  # as DAFormer: jitter is *skipped* with this probability
+    blur: bool = True
+
+    def validate(self) -> None:
+        super().validate()
+        if not 0 <= self.pseudo_threshold <= 1:
+            raise ConfigError(f"method.pseudo_threshold: must be in [0, 1], got {self.pseudo_threshold}")
+        one_of("method.mix", self.mix, ("class", "none"))
 
 
 class Stage1(Method):
-    def __init__(self, model: nn.Module, *, ema_alpha: float = 0.999, pseudo_threshold: float = 0.968,
-                 pl_crop_top: int = 15, pl_crop_bottom: int = 120, mix_mode: str = "class",
-                 color_jitter_strength: float = 0.2, color_jitter_p: float = 0.2, blur: bool = True):
-        super().__init__(model, ema_alpha)
-        self.pseudo_threshold = pseudo_threshold
-        self.pl_crop = (pl_crop_top, pl_crop_bottom)
-        self.mix_mode = mix_mode
-        self.augment = dict(color_jitter_strength=color_jitter_strength,
-                            color_jitter_p=color_jitter_p, blur=blur)
+    name = "stage1"
+    Config = Stage1Config
+    streams = (SOURCE, TARGET)
+
+    def __init__(self, model: nn.Module, cfg: Stage1Config):
+        super().__init__(model, cfg)
+        self.pseudo_threshold = cfg.pseudo_threshold
+        self.pl_crop = (cfg.pl_crop_top, cfg.pl_crop_bottom)
+        self.mix_mode = cfg.mix
+        self.augment = dict(color_jitter_strength=cfg.color_jitter_strength,
+                            color_jitter_p=cfg.color_jitter_p, blur=cfg.blur)
 
     @torch.no_grad()
     def target_pseudo_labels(self, x_t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -8,53 +8,117 @@ images and z0_hat(t) the denoiser's one-step estimate of the clean latent from c
 3. adversarial loss: a patch discriminator tells source from target z0_hat(t) (or, with
    ``adversarial_input="fused"``, D's fused features of z0_hat(t) and the skips); eps_theta (and D
    when trained) learn to make target inputs look like source ones (least-squares GAN). The
-   discriminator has its own optimiser and sees detached inputs;
-4. (trainer) EMA update of the trainable parts.
+   discriminator's weights are constants in this term;
+4. (trainer) the discriminator's own step, on the detached inputs ``training_losses`` returns with
+   the losses (:class:`~iccld.methods.base.StepOutput`), with its own optimiser (:meth:`Stage2.critic`);
+5. (trainer) EMA update of the trainable parts.
 """
 
 from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import CheckpointError, ConfigError
 from ..uda.ema import ema_update
 from ..uda.pseudo_label import pseudo_labels
-from .base import cross_entropy
-from .stage1 import Stage1
+from .base import Critic, StepOutput, cross_entropy, one_of
+from .stage1 import Stage1, Stage1Config
+
+if TYPE_CHECKING:
+    from ..config import Config
 
 SOURCE, TARGET = 1.0, 0.0  # least-squares GAN labels of the discriminator
 
+# fields of the model config that change the shape of some weight; the rest (pretrained, dropout,
+# sampling_steps) may differ between stage 1 and stage 2
+ARCHITECTURE_FIELDS = ("backbone", "num_classes", "latent_channels", "latent_stride", "inter_coder",
+                       "skip_strides", "decoder_channels", "unet_channels", "unet_layers_per_block",
+                       "unet_attention", "unet_mid_block", "unet_norm_groups", "latent_norm")
+
+
+@dataclass
+class Stage2Config(Stage1Config):
+    stage1_checkpoint: str = ""  # run folder, last.ckpt, save_pretrained folder or Hub repo id of stage 1
+    stage1_weights: str = "ema"  # which stage-1 weights stage 2 starts from: ema | model
+    diffusion_weight: float = 1.0
+    seg_weight: float = 1.0
+    adversarial_weight: float = 1e-3  # 0 gives the "without adversarial term" ablation
+    freeze_decoder: bool = True
+    decoder_lr_mult: float = 1.0  # with freeze_decoder=false: D's lr is the heads' lr x this
+    pseudo_label_path: str = "direct"  # direct: D(z0) | diffusion: D(sample(z0))
+    # what the discriminator sees: latent = z0_hat (the paper) | fused = D's fused features of z0_hat
+    # and the inter-coder skips, so the alignment also covers what the skip path brings into D
+    adversarial_input: str = "latent"
+    disc_channels: int = 64
+    disc_lr: float = 1e-4
+    disc_betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
+
+    def validate(self) -> None:
+        super().validate()
+        one_of("method.stage1_weights", self.stage1_weights, ("ema", "model"))
+        one_of("method.pseudo_label_path", self.pseudo_label_path, ("direct", "diffusion"))
+        one_of("method.adversarial_input", self.adversarial_input, ("latent", "fused"))
+        if not self.stage1_checkpoint:
+            raise ConfigError("method.stage1_checkpoint: stage 2 starts from a stage-1 run; set it to that "
+                              "run's folder, its last.ckpt or its final/ folder")
+
 
 class Stage2(Stage1):
+    name = "stage2"
+    Config = Stage2Config
     inference_path = "diffusion"
 
-    def __init__(self, model: nn.Module, discriminator: nn.Module | None, *, diffusion_weight: float = 1.0,
-                 seg_weight: float = 1.0, adversarial_weight: float = 1e-3, freeze_decoder: bool = True,
-                 pseudo_label_path: str = "direct", decoder_lr_mult: float = 1.0,
-                 adversarial_input: str = "latent", **stage1_kwargs):
-        super().__init__(model, **stage1_kwargs)
+    def __init__(self, model: nn.Module, cfg: Stage2Config, discriminator: nn.Module | None = None):
+        """``discriminator``: the critic (see :meth:`build_critic`); None trains without the adversarial term."""
+        super().__init__(model, cfg)
         self.discriminator = discriminator
-        self.weights = dict(diffusion=diffusion_weight, seg=seg_weight, adv=adversarial_weight)
-        self.pseudo_label_path = pseudo_label_path
-        self.decoder_lr_mult = decoder_lr_mult
-        self.adversarial_input = adversarial_input
-        frozen = [model.encoder, model.latent_head] + ([model.decoder] if freeze_decoder else [])
-        for module in frozen:
-            module.requires_grad_(False)
-        self.frozen = nn.ModuleList(frozen)
-        self._detached: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.weights = dict(diffusion=cfg.diffusion_weight, seg=cfg.seg_weight, adv=cfg.adversarial_weight)
+        self.pseudo_label_path = cfg.pseudo_label_path
+        self.decoder_lr_mult = cfg.decoder_lr_mult
+        self.adversarial_input = cfg.adversarial_input
+        self.disc_optim = dict(lr=cfg.disc_lr, betas=tuple(cfg.disc_betas))
+        # names, not modules: the frozen parts stay registered once, under ``model``
+        self.frozen = ("encoder", "latent_head") + (("decoder",) if cfg.freeze_decoder else ())
+        for part in self.frozen:
+            getattr(model, part).requires_grad_(False)
+
+    @staticmethod
+    def build_critic(cfg: Stage2Config, model_cfg) -> nn.Module | None:
+        """The patch discriminator for ``cfg.adversarial_input``: it reads z0_hat (Cz channels) or D's
+        fused features (decoder_channels); None without the adversarial term."""
+        from ..models import PatchDiscriminator
+
+        if cfg.adversarial_weight <= 0:
+            return None
+        width = model_cfg.latent_channels if cfg.adversarial_input == "latent" else model_cfg.decoder_channels
+        return PatchDiscriminator(width, cfg.disc_channels)
+
+    @classmethod
+    def from_config(cls, config: "Config") -> "Stage2":
+        from ..models import build_model
+
+        model = build_model(config.model)
+        model.load_state_dict(stage1_weights(config, cls.name))
+        return cls(model, config.method, cls.build_critic(config.method, config.model))
 
     def train(self, mode: bool = True) -> "Stage2":
         super().train(mode)
-        self.frozen.eval()  # frozen parts keep their dropout off and normalisation statistics fixed
+        for part in self.frozen:  # frozen parts keep their dropout off and normalisation statistics fixed
+            getattr(self.model, part).eval()
         return self
 
     def lr_scale(self, group: str) -> float:
         return self.decoder_lr_mult if group == "decoder" else 1.0
 
-    def discriminator_parameters(self):
-        return [] if self.discriminator is None else list(self.discriminator.parameters())
+    def critic(self) -> Critic | None:
+        return None if self.discriminator is None else Critic(self.discriminator, **self.disc_optim)
 
     @torch.no_grad()
     def target_pseudo_labels(self, x_t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -64,7 +128,7 @@ class Stage2(Stage1):
         logits = self.ema_model.decode(self.ema_model.sample(z0), skips, x_t.shape[-2:])
         return pseudo_labels(logits, self.pseudo_threshold, *self.pl_crop)
 
-    def training_losses(self, batch: dict, step: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    def training_losses(self, batch: dict, step: int, generator: torch.Generator) -> StepOutput:
         model = self.model
         x_s, y_s = batch["source"]["image"], batch["source"]["label"]
         x_t = batch["target"]["image"]
@@ -101,21 +165,22 @@ class Stage2(Stage1):
         loss_seg = (cross_entropy(logits[:b], y_s) + cross_entropy(logits[b:], y_m, w_m)) / 2
 
         losses = {"diffusion": self.weights["diffusion"] * loss_diff, "seg": self.weights["seg"] * loss_seg}
-        if self.discriminator is not None:
-            self.discriminator.requires_grad_(False)  # the generator term must not train the critic
-            score = self.discriminator(z_tgt)
-            losses["adv"] = self.weights["adv"] * F.mse_loss(score, torch.full_like(score, SOURCE))
-            self.discriminator.requires_grad_(True)
-        self._detached = (z_src.detach(), z_tgt.detach())
         self.stats = {"pl_weight": float(weight.amax(dim=(1, 2)).mean())}
-        return losses
+        if self.discriminator is None:
+            return StepOutput(losses)
+        # the generator term: the critic's weights enter as constants, so its gradient reaches
+        # eps_theta (and D) but never the critic, which trains only in critic_losses
+        fixed = {k: p.detach() for k, p in self.discriminator.named_parameters()}
+        score = torch.func.functional_call(self.discriminator, fixed, (z_tgt,))
+        losses["adv"] = self.weights["adv"] * F.mse_loss(score, torch.full_like(score, SOURCE))
+        return StepOutput(losses, {"source": z_src.detach(), "target": z_tgt.detach()})
 
-    def discriminator_losses(self) -> dict[str, torch.Tensor]:
-        """LS-GAN critic loss on the latents of the last ``training_losses`` call (detached)."""
-        if self.discriminator is None or self._detached is None:
+    def critic_losses(self, critic_inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """LS-GAN critic loss on this step's detached source and target inputs (B, C, h, w)."""
+        if self.discriminator is None or not critic_inputs:
             return {}
-        z_src, z_tgt = self._detached
-        s_src, s_tgt = self.discriminator(z_src), self.discriminator(z_tgt)
+        s_src = self.discriminator(critic_inputs["source"])
+        s_tgt = self.discriminator(critic_inputs["target"])
         loss = 0.5 * (F.mse_loss(s_src, torch.full_like(s_src, SOURCE))
                       + F.mse_loss(s_tgt, torch.full_like(s_tgt, TARGET)))
         return {"disc": loss}
@@ -126,3 +191,39 @@ class Stage2(Stage1):
         ema_update(self.ema_model.denoiser, self.model.denoiser, self.ema_alpha, step)
         if any(p.requires_grad for p in self.model.decoder.parameters()):
             ema_update(self.ema_model.decoder, self.model.decoder, self.ema_alpha, step)
+
+
+def stage1_weights(config: "Config", stage2_name: str) -> dict:
+    """State dict of the stage-1 model stage 2 starts from, after checking the architecture."""
+    from ..models import ICCLD
+    from ..training.checkpoint import load_checkpoint, read_training_info, resolve_checkpoint
+
+    where = config.method.stage1_checkpoint
+    try:
+        ref = resolve_checkpoint(where)
+    except CheckpointError as exc:
+        raise ConfigError(f"method.stage1_checkpoint: {exc}") from None
+    if ref.kind == "ckpt":
+        state = load_checkpoint(ref.path)
+        model_cfg = state["config"]["model"]
+        done, planned = state.get("iteration"), state["config"]["trainer"]["max_iters"]
+        if Path(where).is_dir() and done is not None and done < planned:
+            raise ConfigError(f"method.stage1_checkpoint: the stage-1 run {where} is not finished (iteration "
+                              f"{done} of {planned}); resume it with `iccld train --resume`, or name "
+                              f"{ref.path} itself to start stage 2 from this intermediate checkpoint")
+        info = {"method": (state.get("method") or {}).get("name", state["config"]["method"]["name"])}
+        weights = state["ema_model" if config.method.stage1_weights == "ema" else "model"]
+    else:
+        loaded = ICCLD.from_pretrained(ref.path)
+        model_cfg, weights = dataclasses.asdict(loaded.config), loaded.state_dict()
+        info = read_training_info(ref.path)
+    if info.get("method") == stage2_name:
+        raise ConfigError(f"method.stage1_checkpoint: {ref.path} is a stage-2 run; name a stage-1 run")
+    current = dataclasses.asdict(config.model)
+    defaults = dataclasses.asdict(type(config.model)())  # a field added since the stage-1 run had its default
+    diff = [f"{k}: {model_cfg.get(k, defaults[k])} vs {current[k]}" for k in ARCHITECTURE_FIELDS
+            if model_cfg.get(k, defaults[k]) != current[k]]
+    if diff:
+        raise ConfigError(f"method.stage1_checkpoint: {ref.path} has a different architecture "
+                          f"({'; '.join(diff)}); use the same model settings as stage 1")
+    return weights

@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import torch
 
-from .base import Method, cross_entropy
+from .base import LABELLED_TARGET, SOURCE, Method, MethodConfig, cross_entropy
 
 
 class SourceOnly(Method):
     """Stage 1 without any target term: cross-entropy on labelled source crops."""
 
-    domain = "source"
+    name = "source_only"
+    Config = MethodConfig
+    streams = (SOURCE,)
+    domain = "source"  # the batch entry it trains on
 
     def training_losses(self, batch: dict, step: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
         data = batch[self.domain]
@@ -24,4 +27,6 @@ class SourceOnly(Method):
 class Oracle(SourceOnly):
     """Supervised on the labelled target train split: the target-supervised upper bound."""
 
+    name = "oracle"
+    streams = (LABELLED_TARGET,)
     domain = "target"

@@ -13,10 +13,11 @@ from torch import nn
 
 
 class PatchDiscriminator(nn.Module):
-    """Latent (B, in_channels, h, w) -> patch scores (B, 1, ceil(h/2**n), ceil(w/2**n)), n = num_downsamples.
+    """Input (B, in_channels, h, w) -> patch scores (B, 1, ceil(h/2**n), ceil(w/2**n)), n = num_downsamples.
 
     Args:
-        in_channels: Cz.
+        in_channels: Cz for the latent critic (z0_hat at stride s); decoder_channels for the fused
+            critic (``method.adversarial_input=fused``: D's fused features at stride 4).
         channels: width of the first layer; it doubles at every stride-2 layer.
         num_downsamples: number of stride-2 layers.
         negative_slope: of the LeakyReLU.

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 
 from ..config import Config, save_config, to_dict
 from ..errors import TrainingError
-from ..methods import Method, build_method
+from ..methods import LABELLED_TARGET, SOURCE, TARGET, Method, StepOutput, build_method
 from ..utils import atomic_write_text, seed_everything
 from .checkpoint import CKPT_NAME, FINAL_DIR, TRAINING_INFO, rng_state, save_checkpoint, set_rng_state
 from .sampler import KeySampler
@@ -66,11 +66,11 @@ class Trainer:
         self.method: Method = build_method(config).to(self.device)
         self.optimizer = self._build_optimizer()
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_lambda)
-        disc_params = list(self.method.discriminator_parameters())
+        self.critic = self.method.critic()  # an extra network with its own optimiser, or None
         self.disc_optimizer = None
-        if disc_params:
-            m = config.method
-            self.disc_optimizer = torch.optim.Adam(disc_params, lr=m.disc_lr, betas=tuple(m.disc_betas))
+        if self.critic is not None:
+            self.disc_optimizer = torch.optim.Adam(self.critic.module.parameters(), lr=self.critic.lr,
+                                                   betas=tuple(self.critic.betas))
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.accelerator.mixed_precision == "fp16")
         self.iteration = 0
         self.skipped_nonfinite = 0
@@ -104,14 +104,16 @@ class Trainer:
     def _build_datasets(self) -> dict:
         from ..data.build import build_dataset, build_source_dataset, build_val_dataset
 
-        d, name = self.config.data, self.config.method.name
+        from ..methods import method_class
+
+        d, streams = self.config.data, method_class(self.config.method.name).streams
         crop = dict(train=True, crop_size=tuple(d.crop_size), cat_max_ratio=d.cat_max_ratio, flip=d.flip,
                     skip_bad=d.skip_bad)
         datasets = {}
-        if name != "oracle":
+        if SOURCE in streams:
             datasets["source"] = build_source_dataset(d)
-        if name != "source_only":
-            datasets["target"] = build_dataset(d.target, labelled=(name == "oracle"), **crop)
+        if TARGET in streams or LABELLED_TARGET in streams:  # one target stream, with or without labels
+            datasets["target"] = build_dataset(d.target, labelled=LABELLED_TARGET in streams, **crop)
         datasets["val"] = build_val_dataset(d, skip_bad=d.skip_bad)
         return datasets
 
@@ -138,9 +140,10 @@ class Trainer:
             "data": {"sampler_iteration": self.iteration, "skipped_bad": self.skipped_bad},
             "skipped_nonfinite": self.skipped_nonfinite,
             "history": json.dumps(self.history),
+            "method": self.method.describe(),  # name and inference path, read back by evaluation
         }
         if self.disc_optimizer is not None:
-            state["discriminator"] = self.method.discriminator.state_dict()
+            state["discriminator"] = self.critic.module.state_dict()
             state["disc_optimizer"] = self.disc_optimizer.state_dict()
         return state
 
@@ -151,7 +154,7 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         if self.disc_optimizer is not None:
-            self.method.discriminator.load_state_dict(state["discriminator"])
+            self.critic.module.load_state_dict(state["discriminator"])
             self.disc_optimizer.load_state_dict(state["disc_optimizer"])
         self.iteration = int(state["iteration"])
         self.skipped_nonfinite = int(state.get("skipped_nonfinite", 0))
@@ -222,7 +225,8 @@ class Trainer:
         generator = torch.Generator().manual_seed(step_seed)  # mixing, augmentation, noise, timesteps
         self.method.train()
         with self.accelerator.autocast():
-            losses = self.method.training_losses(batch, self.iteration, generator)
+            out = StepOutput.of(self.method.training_losses(batch, self.iteration, generator))
+        losses = out.losses
         bad = self._all_finite(losses)
         if bad:
             self.skipped_nonfinite += 1
@@ -237,8 +241,10 @@ class Trainer:
         self._step(params, self.optimizer, sum(losses.values()))
         logged = {k: float(v.detach()) for k, v in losses.items()}
         if self.disc_optimizer is not None:
+            # the critic's step, on the detached tensors of this step; the generator's adversarial
+            # term treated the critic's weights as constants, so its gradients are the critic's own
             with self.accelerator.autocast():
-                d_losses = self.method.discriminator_losses()
+                d_losses = self.method.critic_losses(out.critic_inputs)
             if d_losses:
                 d_params = [p for g in self.disc_optimizer.param_groups for p in g["params"]]
                 self._step(d_params, self.disc_optimizer, sum(d_losses.values()))
@@ -340,7 +346,7 @@ class Trainer:
     def _write_final(self, results: dict) -> None:
         final_dir = self.run_dir / FINAL_DIR
         self.method.ema_model.save_pretrained(final_dir)
-        info = {"method": self.config.method.name, "inference_path": self.method.inference_path,
+        info = {"method": self.method.name, "inference_path": self.method.inference_path,
                 "iteration": self.iteration, "weights": "ema_model"}
         atomic_write_text(final_dir / TRAINING_INFO, json.dumps(info, indent=2))
         summary = {"iteration": self.iteration, "method": self.config.method.name,

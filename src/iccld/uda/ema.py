@@ -1,7 +1,8 @@
-"""Exponential moving average of a model (the mean teacher of DACS/DAFormer).
+"""Exponential moving average of a model (what DACS/DAFormer call the mean teacher).
 
 Naming: ``model`` receives gradients, ``ema_model`` is its exponential moving average and makes
-the pseudo-labels. The paper calls them the *teacher* and the *student* respectively.
+the pseudo-labels. The ICCLD paper calls them the *teacher* and the *student* respectively, the
+reverse of the mean-teacher literature, so the code says neither.
 
 Semantics follow DAFormer's ``_update_ema``: at iteration ``step`` (0-based) the decay is
 
@@ -12,7 +13,7 @@ for every parameter ``ema = alpha_t * ema + (1 - alpha_t) * param``.
 
 Buffers [ours, DAFormer leaves them alone]: floating-point buffers (BatchNorm running mean and
 variance) are averaged with the same ``alpha_t``; other buffers (``num_batches_tracked``) are copied.
-Averaging keeps the teacher's normalisation statistics consistent with its averaged weights.
+Averaging keeps the EMA model's normalisation statistics consistent with its averaged weights.
 """
 
 from __future__ import annotations
@@ -23,25 +24,13 @@ import torch
 from torch import nn
 
 
-def unwrap(model: nn.Module) -> nn.Module:
-    """The module inside DistributedDataParallel/DataParallel (``.module``) or ``torch.compile``
-    (``._orig_mod``) wrappers, else ``model`` itself."""
-    while True:
-        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
-            model = model.module
-        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):
-            model = model._orig_mod
-        else:
-            return model
-
-
 def copy_model(model: nn.Module) -> nn.Module:
-    """A deep copy of ``model`` (unwrapped from DDP) with every parameter's requires_grad False.
+    """A deep copy of ``model`` with every parameter's requires_grad False.
 
-    The train/eval mode is copied as it is; callers that want a deterministic teacher call
+    The train/eval mode is copied as it is; callers that want deterministic predictions call
     ``.eval()`` on the copy.
     """
-    ema_model = copy.deepcopy(unwrap(model))
+    ema_model = copy.deepcopy(model)
     for p in ema_model.parameters():
         p.requires_grad_(False)
     return ema_model
@@ -58,13 +47,12 @@ def ema_decay(alpha: float, step: int) -> float:
 def ema_update(ema_model: nn.Module, model: nn.Module, alpha: float, step: int) -> float:
     """Move ``ema_model`` towards ``model`` in place; returns the decay ``alpha_t`` used.
 
-    Both may be wrapped in DDP. Parameters and buffers are matched by name; a mismatch (different
+    Parameters and buffers are matched by name; a mismatch (different
     architectures) raises ValueError. ``model`` is read, never written.
     """
     if not 0.0 <= alpha < 1.0:
         raise ValueError(f"alpha must be in [0, 1), got {alpha}")
     alpha_t = ema_decay(alpha, step)
-    ema_model, model = unwrap(ema_model), unwrap(model)
 
     ema_params = dict(ema_model.named_parameters())
     params = dict(model.named_parameters())

@@ -1,6 +1,6 @@
 """Pseudo-labels for the target domain with DAFormer's scalar confidence weight.
 
-The label is the argmax of the teacher's softmax. The weight is one number per image, the share of
+The label is the argmax of the EMA model's softmax (``ema_model``, see :mod:`iccld.uda.ema`). The weight is one number per image, the share of
 its pixels whose maximum probability reaches the threshold (``>=``, as DAFormer's ``ge``), broadcast
 over the image. Two choices [ours]:
 
@@ -21,7 +21,7 @@ def pseudo_labels(logits: torch.Tensor, threshold: float, crop_top: int = 0,
     """Hard pseudo-labels and their weight.
 
     Args:
-        logits: (B, C, H, W) teacher logits (any float dtype; softmax is taken in fp32).
+        logits: (B, C, H, W) logits of the EMA model (any float dtype; softmax is taken in fp32).
         threshold: confidence a pixel needs to count as confident, in [0, 1].
         crop_top, crop_bottom: rows at the top / bottom whose weight is 0.
 
