@@ -218,13 +218,16 @@ class Trainer:
         (stage 1 never calls eps_theta), and which ones depends on the method and its options; DDP
         then finds them from the outputs and leaves their gradients None on every process, as one
         process would, instead of waiting for them. Frozen parameters (stage 2's E, requires_grad
-        False) are not part of DDP at all. DDP broadcasts buffers from process 0 before each
-        forward (the networks hold no running statistics today; this keeps any they gain equal)."""
+        False) are not part of DDP at all. ``gradient_as_bucket_view``: the gradients live in DDP's
+        all-reduce buckets, no second copy (unused parameters still keep None, checked with
+        ``zero_grad(set_to_none=True)``). DDP broadcasts buffers from process 0 before each forward
+        (the networks hold no running statistics today; this keeps any they gain equal)."""
         if self.world_size == 1:
             return loss_fn
         device_ids = [self.device.index] if self.device.type == "cuda" else None
         return nn.parallel.DistributedDataParallel(_Objective(trainable, loss_fn), device_ids=device_ids,
-                                                   find_unused_parameters=find_unused)
+                                                   find_unused_parameters=find_unused,
+                                                   gradient_as_bucket_view=True)
 
     def _agree_on_overflow(self, optimizer: torch.optim.Optimizer) -> None:
         """fp16: make the scaler's "found inf" flag of ``optimizer`` the same on every process.
