@@ -99,23 +99,28 @@ def test_auto_precision_is_bf16_only_on_gpus_with_native_bf16(monkeypatch):
     assert resolve_precision("auto") == "no"
 
 
-def test_evaluation_during_bf16_training_is_fp32_like_iccld_evaluate(tiny_benchmark, tmp_path):
+def test_evaluation_during_bf16_training_is_fp32_like_iccld_evaluate(tiny_benchmark, tmp_path, monkeypatch):
     from iccld.config import load_config
     from iccld.evaluation.evaluate import evaluate_model
     from iccld.training.trainer import Trainer
 
-    overrides = tiny_overrides(tiny_benchmark) + ["trainer.mixed_precision=bf16"]
-    trainer = Trainer(load_config(CONFIGS / "synthetic" / "stage1.yaml", overrides), tmp_path / "run",
-                      progress=False)
-    assert trainer.accelerator.mixed_precision == "bf16"
+    trainer = Trainer(load_config(CONFIGS / "synthetic" / "stage1.yaml", tiny_overrides(tiny_benchmark)),
+                      tmp_path / "run", progress=False)
+    # training under bf16 autocast (accelerate's state is one per process: patched, not rebuilt)
+    monkeypatch.setattr(trainer.accelerator, "autocast",
+                        lambda *a, **k: torch.autocast("cpu", dtype=torch.bfloat16))
     torch.manual_seed(1)
-    with torch.no_grad():  # a model whose bf16 and fp32 argmax differ somewhere
+    with torch.no_grad():  # a model whose bf16 and fp32 argmax differ somewhere (checked: mIoU differs)
         for p in trainer.method.model.parameters():
             p.add_(torch.randn_like(p) * 0.05)
     got = trainer.evaluate(max_images=0)["model"]
     reference = evaluate_model(trainer.method.model, trainer.datasets["val"], path="direct",
                                seed=trainer.config.trainer.seed, progress=False).summary()
     assert got == reference
+    under_bf16 = evaluate_model(trainer.method.model, trainer.datasets["val"], path="direct",
+                                seed=trainer.config.trainer.seed, progress=False,
+                                autocast=trainer.accelerator.autocast).summary()
+    assert under_bf16 != reference  # what evaluating under the training autocast would have given
 
 
 def test_only_the_main_process_clears_a_run_folder_for_overwrite(tmp_path):
