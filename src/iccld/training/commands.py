@@ -59,12 +59,16 @@ def _clear_run(run_dir: Path) -> None:
         shutil.rmtree(run_dir / name, ignore_errors=True)
 
 
-def prepare_run(config: Config, run_dir: Path, *, resume: bool, overwrite: bool) -> dict | None:
-    """Check the run folder against the request. Returns the checkpoint state to resume from, if any."""
+def prepare_run(config: Config, run_dir: Path, *, resume: bool, overwrite: bool,
+                main_process: bool = True) -> dict | None:
+    """Check the run folder against the request. Returns the checkpoint state to resume from, if any.
+
+    Only the main process clears the folder for ``overwrite``; the others read it at most."""
     if not _holds_run(run_dir):
         return None
     if overwrite:
-        _clear_run(run_dir)
+        if main_process:
+            _clear_run(run_dir)
         return None
     saved_cfg_path = run_dir / "config.yaml"
     saved = None
@@ -101,9 +105,17 @@ def train_command(args) -> int:
 
 def run_training(config: Config, run_dir: Path, *, resume: bool = False, overwrite: bool = False,
                  progress: bool = True) -> int:
+    import torch
+    from accelerate import PartialState
+
     from .trainer import Trainer
 
-    state = prepare_run(config, run_dir, resume=resume, overwrite=overwrite)
+    # the processes of `accelerate launch` (the Trainer's Accelerator shares this state): every one
+    # checks the folder, process 0 alone clears it, the others wait until it has
+    processes = PartialState(cpu=not torch.cuda.is_available())
+    state = prepare_run(config, run_dir, resume=resume, overwrite=overwrite,
+                        main_process=processes.is_main_process)
+    processes.wait_for_everyone()
     trainer = Trainer(config, run_dir, progress=progress)
     if state is not None:
         trainer.load_state_dict(state)

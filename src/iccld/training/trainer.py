@@ -4,12 +4,16 @@ It owns what every method shares: devices and processes (``accelerate``), data s
 and schedules, the EMA step, periodic evaluation, TensorBoard logs, the progress bar, atomic
 checkpoints with exact resume, signal handling and the non-finite-loss guard.
 
-Multi-process training (``accelerate launch``): every process holds the full model, draws its own
-share of each batch (see :mod:`iccld.training.sampler`), and gradients are averaged across processes
-after each backward pass (an explicit all-reduce, so the methods may call any model method, not only
-``forward``). Buffers are broadcast from process 0 after each step. The EMA model and the
-discriminator therefore stay identical on every process; evaluation splits the images and sums the
-confusion matrices; only process 0 writes files.
+Multi-process training (``accelerate launch``): every process holds the full model and draws its own
+share of each batch (see :mod:`iccld.training.sampler`). Gradients are averaged by PyTorch DDP, bucket
+by bucket during the backward pass. DDP arms its reducer in ``forward``, while the methods call
+``encode``, ``denoise``, ``decode`` ... of the model; so each loss function is run as the ``forward`` of
+a thin module (:class:`_Objective`) that holds the parameters it trains (``model`` for the method's
+losses, the discriminator for the critic's). Every process therefore steps with the same averaged
+gradients, takes the same fp16 overflow decision (:meth:`Trainer._agree_on_overflow`) and stops at the
+same iteration (:meth:`Trainer._should_stop`); the EMA model and the discriminator stay identical on
+every process. Evaluation splits the images and sums the confusion matrices; only process 0 writes
+files.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from torch import nn
 from torch.utils.data import DataLoader
 
 from ..config import Config, save_config, to_dict
@@ -35,12 +40,33 @@ SOURCE_STREAM, TARGET_STREAM = 1, 2
 
 
 def resolve_precision(requested: str) -> str:
-    """``auto`` means bf16 on a GPU that supports it, fp32 elsewhere (bf16 on CPU is very slow)."""
+    """``auto`` means bf16 on a GPU with native bf16 (compute capability >= 8.0, Ampere on), fp32
+    elsewhere: ``torch.cuda.is_bf16_supported()`` is also true on older GPUs, where bf16 is emulated
+    and slower than fp32, and bf16 on a CPU is very slow."""
     if requested != "auto":
         return requested
-    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+    if torch.cuda.is_available() and torch.cuda.get_device_capability()[0] >= 8:
         return "bf16"
     return "no"
+
+
+class _Objective(nn.Module):
+    """A loss function as the ``forward`` of a module that holds the parameters it trains.
+
+    DDP arms its gradient hooks in ``forward`` and finds the parameters a step did not use from the
+    outputs of that one call; wrapping the whole loss function (which may call any method of
+    ``trainable``, any number of times) keeps both right. ``loss_fn`` is a bound method of the
+    :class:`Method`, kept as a plain attribute so that nothing else (the EMA model, a frozen
+    critic) becomes part of the DDP module.
+    """
+
+    def __init__(self, trainable: nn.Module, loss_fn):
+        super().__init__()
+        self.trainable = trainable
+        self.loss_fn = loss_fn
+
+    def forward(self, *args) -> dict[str, torch.Tensor]:
+        return self.loss_fn(*args)
 
 
 def _cycle(loader: DataLoader):
@@ -71,7 +97,12 @@ class Trainer:
         if self.critic is not None:
             self.disc_optimizer = torch.optim.Adam(self.critic.module.parameters(), lr=self.critic.lr,
                                                    betas=tuple(self.critic.betas))
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.accelerator.mixed_precision == "fp16")
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.accelerator.mixed_precision == "fp16")
+        # the methods' loss functions, run through DDP on several processes (see _synced)
+        self.losses = self._synced(self.method.model, self._method_losses, find_unused=True)
+        self.disc_losses = None
+        if self.critic is not None:  # the critic's loss uses every critic parameter
+            self.disc_losses = self._synced(self.critic.module, self.method.critic_losses, find_unused=False)
         self.iteration = 0
         self.skipped_nonfinite = 0
         self.skipped_bad = 0  # unreadable training pairs passed over (data.skip_bad), all workers
@@ -181,23 +212,56 @@ class Trainer:
     def _to_device(self, batch: dict) -> dict:
         return {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
-    def _sync_gradients(self, params) -> None:
-        if self.world_size == 1:
-            return
-        grads = [p.grad for p in params if p.grad is not None]
-        if grads:
-            flat = torch.cat([g.reshape(-1) for g in grads])
-            dist.all_reduce(flat)
-            flat /= self.world_size
-            offset = 0
-            for g in grads:
-                g.copy_(flat[offset: offset + g.numel()].view_as(g))
-                offset += g.numel()
+    def _method_losses(self, batch: dict, step: int, generator: torch.Generator):
+        """(losses, critic inputs) of one ``training_losses`` call: plain dicts of tensors, which DDP
+        searches for the graph's outputs."""
+        out = StepOutput.of(self.method.training_losses(batch, step, generator))
+        return out.losses, out.critic_inputs
 
-    def _broadcast_buffers(self) -> None:
+    def _synced(self, trainable: nn.Module, loss_fn, *, find_unused: bool):
+        """``loss_fn`` itself on one process; on several, the same call through DDP, which averages
+        the gradients of ``trainable``'s parameters during backward.
+
+        ``find_unused``: a step of ``model`` may leave trainable parameters without a gradient
+        (stage 1 never calls eps_theta), and which ones depends on the method and its options; DDP
+        then finds them from the outputs and leaves their gradients None on every process, as one
+        process would, instead of waiting for them. Frozen parameters (stage 2's E, requires_grad
+        False) are not part of DDP at all. ``gradient_as_bucket_view``: the gradients live in DDP's
+        all-reduce buckets, no second copy (unused parameters still keep None, checked with
+        ``zero_grad(set_to_none=True)``). DDP broadcasts buffers from process 0 before each forward
+        (the networks hold no running statistics today; this keeps any they gain equal)."""
+        if self.world_size == 1:
+            return loss_fn
+        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        return nn.parallel.DistributedDataParallel(_Objective(trainable, loss_fn), device_ids=device_ids,
+                                                   find_unused_parameters=find_unused,
+                                                   gradient_as_bucket_view=True)
+
+    def _agree_on_overflow(self, optimizer: torch.optim.Optimizer) -> None:
+        """fp16: make the scaler's "found inf" flag of ``optimizer`` the same on every process.
+
+        DDP averages the gradients before ``unscale_``, so an overflow on one process already
+        reaches all; the flag is still reduced (max over processes, one scalar) so that nothing
+        local between backward and ``unscale_`` can make one process step while another skips,
+        which leaves the processes with different weights and loss scales. torch's own sharded
+        scaler (FSDP) reduces the same per-device flags."""
+        if self.world_size == 1 or not self.scaler.is_enabled():
+            return
+        for found_inf in self.scaler._per_optimizer_states[id(optimizer)]["found_inf_per_device"].values():
+            dist.all_reduce(found_inf, op=dist.ReduceOp.MAX)
+
+    def _should_stop(self) -> int | None:
+        """The signal that stops training now, agreed by every process (None: go on).
+
+        Each process's handler only records its own signal; processes compare once per iteration,
+        at the same point, so a signal that reaches one process (or reaches them in different
+        iterations) stops all of them after the same iteration, and all save it together."""
+        local = self._stop_signal or 0
         if self.world_size > 1:
-            for buffer in self.method.model.buffers():
-                dist.broadcast(buffer, src=0)
+            flag = torch.tensor([local], device=self.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            local = int(flag.item())
+        return local or None
 
     def _all_finite(self, losses: dict[str, torch.Tensor]) -> list[str]:
         bad = [k for k, v in losses.items() if not torch.isfinite(v.detach()).all()]
@@ -210,9 +274,9 @@ class Trainer:
 
     def _step(self, params: list, optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
         optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
+        self.scaler.scale(loss).backward()  # with DDP, the gradients are averaged across processes here
         self.scaler.unscale_(optimizer)
-        self._sync_gradients(params)
+        self._agree_on_overflow(optimizer)
         if self.config.optim.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(params, self.config.optim.grad_clip)
         self.scaler.step(optimizer)
@@ -225,8 +289,7 @@ class Trainer:
         generator = torch.Generator().manual_seed(step_seed)  # mixing, augmentation, noise, timesteps
         self.method.train()
         with self.accelerator.autocast():
-            out = StepOutput.of(self.method.training_losses(batch, self.iteration, generator))
-        losses = out.losses
+            losses, critic_inputs = self.losses(batch, self.iteration, generator)
         bad = self._all_finite(losses)
         if bad:
             self.skipped_nonfinite += 1
@@ -244,7 +307,7 @@ class Trainer:
             # the critic's step, on the detached tensors of this step; the generator's adversarial
             # term treated the critic's weights as constants, so its gradients are the critic's own
             with self.accelerator.autocast():
-                d_losses = self.method.critic_losses(out.critic_inputs)
+                d_losses = self.disc_losses(critic_inputs)
             if d_losses:
                 d_params = [p for g in self.disc_optimizer.param_groups for p in g["params"]]
                 self._step(d_params, self.disc_optimizer, sum(d_losses.values()))
@@ -252,12 +315,14 @@ class Trainer:
         self.scaler.update()
         self.scheduler.step()
         self.method.after_step(self.iteration)
-        self._broadcast_buffers()
         logged.update(self.method.stats)
         return logged
 
     def evaluate(self, max_images: int | None = None) -> dict:
-        """mIoU of ``model`` and ``ema_model`` on the validation split, on the method's default path."""
+        """mIoU of ``model`` and ``ema_model`` on the validation split, on the method's default path.
+
+        In fp32, without the training autocast: the argmax of bf16/fp16 logits can differ from the
+        fp32 one, and ``results.json`` must equal what ``iccld evaluate`` reports."""
         from ..evaluation.evaluate import evaluate_model
 
         tc = self.config.trainer
@@ -267,8 +332,7 @@ class Trainer:
                                 path=self.method.inference_path, seed=tc.seed, slide=tc.eval_slide,
                                 window=tuple(self.config.data.crop_size),
                                 max_images=tc.eval_max_images if max_images is None else max_images,
-                                rank=self.rank, world_size=self.world_size, progress=False,
-                                autocast=self.accelerator.autocast)
+                                rank=self.rank, world_size=self.world_size, progress=False)
             results[label] = cm.summary()
         return results
 
@@ -315,9 +379,10 @@ class Trainer:
                     self._log_eval(self.evaluate(), writer, bar)
                 if self.iteration % tc.checkpoint_interval == 0 or done:
                     self.save()
-                if self._stop_signal is not None and not done:
+                stop = self._should_stop()
+                if stop is not None and not done:
                     self.save()
-                    self.stopped_by = self._stop_signal
+                    self.stopped_by = stop
                     return {}
         finally:
             bar.close()
