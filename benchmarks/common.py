@@ -273,13 +273,14 @@ def build_timed_method(config, device):
     """
     from iccld.methods import build_method
     from iccld.methods.stage2 import Stage2
-    from iccld.models import PatchDiscriminator, build_model
+    from iccld.io import build_model_from_config
+    from iccld.models import PatchDiscriminator
 
     m = config.method
     if m.name != "stage2":
         return build_method(config).to(device)
     disc = PatchDiscriminator(config.model.latent_channels, m.disc_channels) if m.adversarial_weight > 0 else None
-    method = Stage2(build_model(config.model), disc, diffusion_weight=m.diffusion_weight, seg_weight=m.seg_weight,
+    method = Stage2(build_model_from_config(config.model), disc, diffusion_weight=m.diffusion_weight, seg_weight=m.seg_weight,
                     adversarial_weight=m.adversarial_weight, freeze_decoder=m.freeze_decoder,
                     pseudo_label_path=m.pseudo_label_path, ema_alpha=m.ema_alpha,
                     pseudo_threshold=m.pseudo_threshold, pl_crop_top=m.pl_crop_top,

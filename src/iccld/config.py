@@ -53,10 +53,11 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """The ICCLD network (see docs/method.md). Presets fill these in, see iccld.models.presets."""
+    """The ICCLD network (see docs/method.md). Presets fill these in, see iccld.presets."""
 
-    backbone: str = "mit-b5"  # mit-b0 .. mit-b5, or mit-tiny for the CPU benchmark
-    pretrained: str = ""  # hub id (nvidia/mit-b5), a local folder or a .safetensors/.bin file
+    # mit-b0 .. mit-b5, dinov2-small/base/large/giant, resnet-50/101; *-tiny for the CPU benchmark and tests
+    backbone: str = "mit-b5"
+    pretrained: str = ""  # hub id (nvidia/mit-b5, facebook/dinov2-small), a local folder or a .safetensors/.bin file
     num_classes: int = 19
     latent_channels: int = 32  # Cz
     latent_stride: int = 16  # s: z0 is (B, Cz, H/s, W/s)
@@ -266,7 +267,9 @@ def save_config(config: Config, path: str | Path) -> None:
 
 METHODS = ("source_only", "stage1", "stage2", "oracle")
 DATASET_KINDS = ("gta5", "synthia", "cityscapes", "folder")
-BACKBONES = ("mit-tiny", "mit-b0", "mit-b1", "mit-b2", "mit-b3", "mit-b4", "mit-b5")
+# the names of iccld.models.backbones.BACKBONES, checked here before any heavy work (a test keeps them equal)
+BACKBONES = ("mit-tiny", "mit-b0", "mit-b1", "mit-b2", "mit-b3", "mit-b4", "mit-b5", "dinov2-tiny", "dinov2-small",
+             "dinov2-base", "dinov2-large", "dinov2-giant", "resnet-tiny", "resnet-50", "resnet-101")
 
 
 def _choice(field_name: str, value: str, choices: tuple[str, ...]) -> None:

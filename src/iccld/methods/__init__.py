@@ -21,8 +21,7 @@ ARCHITECTURE_FIELDS = ("backbone", "num_classes", "latent_channels", "latent_str
 
 def _stage1_weights(config: Config) -> dict:
     """State dict of the stage-1 model stage 2 starts from, after checking the architecture."""
-    from ..models import ICCLD
-    from ..training.checkpoint import load_checkpoint, read_training_info, resolve_checkpoint
+    from ..io import load_checkpoint, load_pretrained, read_training_info, resolve_checkpoint
 
     where = config.method.stage1_checkpoint
     try:
@@ -40,7 +39,7 @@ def _stage1_weights(config: Config) -> dict:
         info = {"method": state["config"]["method"]["name"]}
         weights = state["ema_model" if config.method.stage1_weights == "ema" else "model"]
     else:
-        loaded = ICCLD.from_pretrained(ref.path)
+        loaded = load_pretrained(ref.path)
         model_cfg, weights = dataclasses.asdict(loaded.config), loaded.state_dict()
         info = read_training_info(ref.path)
     if info.get("method") == "stage2":
@@ -57,10 +56,11 @@ def _stage1_weights(config: Config) -> dict:
 
 def build_method(config: Config) -> Method:
     """Config -> method with its networks. The only place method settings are read."""
-    from ..models import PatchDiscriminator, build_model
+    from ..io import build_model_from_config
+    from ..models import PatchDiscriminator
 
     m = config.method
-    model = build_model(config.model)
+    model = build_model_from_config(config.model)
     if m.name == "source_only":
         return SourceOnly(model, ema_alpha=m.ema_alpha)
     if m.name == "oracle":
