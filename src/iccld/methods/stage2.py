@@ -78,16 +78,9 @@ class Stage2(Stage1):
             z0, skips = model.encode(images)  # z0 (3B, Cz, H/s, W/s)
         z0, skips = z0.detach(), [f.detach() for f in skips]
 
-        # noise every latent at its own random timestep, one denoiser pass
-        t = torch.randint(0, model.num_train_timesteps, (z0.shape[0],),
-                          generator=generator, device="cpu").to(z0.device)
-        noise = torch.randn(z0.shape, generator=generator, device="cpu", dtype=z0.dtype).to(z0.device)
-        z_t = model.add_noise(z0, noise, t)
-        raw = model.denoise(z_t, z0, t)  # (3B, Cz, h, w)
-        z0_hat = model.estimate_z0(z_t, z0, t, output=raw)  # (3B, Cz, h, w)
-
-        target = model.diffusion_target(z0, noise, t)
-        loss_diff = F.mse_loss(raw[: 2 * b].float(), target[: 2 * b].float())
+        # every latent noised at its own random timestep, one denoiser pass; the diffusion loss on the
+        # source and mixed latents only, z0_hat (3B, Cz, h, w) for all three
+        loss_diff, z0_hat = model.diffusion.loss(z0, z0, generator, rows=slice(0, 2 * b))
 
         size = x_s.shape[-2:]
         if self.discriminator is not None and self.adversarial_input == "fused":
