@@ -127,10 +127,23 @@ def test_inter_coder_switch_removes_the_skip_path(inter_coder):
 
 def test_parameter_groups_partition_the_parameters(model):
     groups = model.parameter_groups()
-    assert list(groups) == ["encoder", "latent_head", "decoder", "denoiser"]
+    assert list(groups) == ["encoder", "encoder_neck", "latent_head", "decoder", "denoiser"]
+    assert groups["encoder_neck"] == []  # MiT has no layers of its own beyond SegformerModel
     ids = [id(p) for ps in groups.values() for p in ps]
     assert len(ids) == len(set(ids)) and set(ids) == {id(p) for p in model.parameters()}
     assert not any(k.startswith(("scheduler", "sampler")) for k in model.state_dict())
+
+
+def test_a_backbones_new_layers_train_as_a_head():
+    from iccld.models import build_backbone, build_model
+
+    backbone = build_backbone("dinov2-tiny")
+    model = build_model(backbone, num_classes=3, latent_channels=8, latent_stride=16, skip_strides=[4],
+                        decoder_channels=8, unet_channels=[8], unet_layers_per_block=0, unet_attention=False,
+                        unet_mid_block=False)
+    groups = model.parameter_groups()
+    assert {id(p) for p in groups["encoder"]} == {id(p) for p in backbone.vit.parameters()}
+    assert {id(p) for p in groups["encoder_neck"]} == {id(p) for p in backbone.neck.parameters()}
 
 
 def test_stage1_loss_reaches_encoder_head_and_decoder_but_not_the_denoiser():
@@ -141,7 +154,7 @@ def test_stage1_loss_reaches_encoder_head_and_decoder_but_not_the_denoiser():
     torch.nn.functional.cross_entropy(m.decode(z0, skips, (64, 64)), y).backward()
     grads = {k: any(p.grad is not None and p.grad.abs().sum() > 0 for p in ps)
              for k, ps in m.parameter_groups().items()}
-    assert grads == {"encoder": True, "latent_head": True, "decoder": True, "denoiser": False}
+    assert grads == {"encoder": True, "encoder_neck": False, "latent_head": True, "decoder": True, "denoiser": False}
 
 
 def test_diffusion_methods_are_consistent(model):

@@ -156,9 +156,14 @@ class ICCLD(nn.Module):
         return Prediction(mean, uncertainty)
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
-        """Parameters by part; the trainer gives "encoder" the base lr and the rest lr x head_lr_mult."""
+        """Parameters by part; the trainer gives "encoder" (the backbone's part that ImageNet weights
+        load into) the base lr and the rest lr x head_lr_mult, "encoder_neck" (a backbone's own new
+        layers, such as DINOv2's neck; empty for MiT and ResNet) included."""
+        pretrained = list(self.encoder.pretrained_part().parameters())
+        ids = {id(p) for p in pretrained}
         return {
-            "encoder": list(self.encoder.parameters()),
+            "encoder": pretrained,
+            "encoder_neck": [p for p in self.encoder.parameters() if id(p) not in ids],
             "latent_head": list(self.latent_head.parameters()),
             "decoder": list(self.decoder.parameters()),
             "denoiser": list(self.diffusion.parameters()),
