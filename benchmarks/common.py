@@ -273,13 +273,13 @@ def build_timed_method(config, device):
     """
     from iccld.methods import build_method, method_class
     from iccld.methods.stage2 import Stage2
-    from iccld.models import build_model
+    from iccld.io import build_model_from_config
 
     cls = method_class(config.method.name)
     if not issubclass(cls, Stage2):
         return build_method(config).to(device)
     critic = cls.build_critic(config.method, config.model)
-    return cls(build_model(config.model), config.method, critic).to(device)
+    return cls(build_model_from_config(config.model), config.method, critic).to(device)
 
 
 class TrainingStep:

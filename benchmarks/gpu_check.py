@@ -44,7 +44,7 @@ SETTINGS = {  # preset, crop (H, W), batch per domain, predict size (W, H), (war
 def method_config(name: str, preset: str, crop: tuple[int, int], batch: int):
     """configs/gta5_cityscapes/<name>.yaml with the named model preset (no pretrained weights)."""
     from iccld.config import load_config
-    from iccld.models import preset as model_preset
+    from iccld.presets import preset as model_preset
 
     cfg = load_config(CONFIG_DIR / f"{name}.yaml")
     data = dataclasses.replace(cfg.data, crop_size=list(crop))
@@ -96,11 +96,11 @@ def check_training(device, s: dict, bf16: bool) -> dict:
 def check_predict(device, s: dict, bf16: bool) -> dict:
     import torch
 
-    from iccld.models import build_model
-    from iccld.models import preset as model_preset
+    from iccld.io import build_model_from_config
+    from iccld.presets import preset as model_preset
 
     cuda = device.type == "cuda"
-    model = build_model(model_preset(s["preset"])).to(device).eval()
+    model = build_model_from_config(model_preset(s["preset"])).to(device).eval()
     w, h = s["predict_wh"]
     x = torch.randn(1, 3, h, w, generator=torch.Generator().manual_seed(0)).to(device)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
@@ -165,7 +165,7 @@ def main(argv=None) -> int:
                            "crop_hw": list(s["crop"])},
               "reference": {"daformer_peak_memory_gb": DAFORMER_MEMORY_GB}}
     try:
-        from iccld.models import preset as model_preset
+        from iccld.presets import preset as model_preset
 
         result["settings"]["backbone"] = model_preset(s["preset"]).backbone
         print(f"training iterations on {result['machine'].get('gpu', device.type)} ...", flush=True)

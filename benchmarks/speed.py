@@ -78,9 +78,9 @@ def _sync(device):
 
 
 def _predict_model(device):
-    from iccld.models import build_model
+    from iccld.io import build_model_from_config
 
-    return build_model(synthetic_configs()["stage2"].model).to(device).eval()
+    return build_model_from_config(synthetic_configs()["stage2"].model).to(device).eval()
 
 
 def _predict_fn(model, x, steps: int | None, draws: int):
@@ -145,10 +145,10 @@ def measure_predict(device, warmup: int, repeats: int) -> dict:
     # where the time goes: E (+ latent head), D, one denoiser call, the K=4 sampling loop
     with torch.no_grad():
         z0, skips = model.encode(x)
-        t_mid = model.num_train_timesteps // 2
+        t_mid = model.diffusion.num_train_timesteps // 2
         parts = {"encode": lambda: model.encode(x),
                  "decode": lambda: model.decode(z0, skips, x.shape[-2:]),
-                 "denoiser_call": lambda: model.denoise(z0, z0, t_mid),
+                 "denoiser_call": lambda: model.diffusion.denoise(z0, z0, t_mid),
                  "sample_K4": lambda: model.sample(z0, 4, torch.Generator().manual_seed(0))}
         breakdown = time_interleaved(parts, warmup, 3 * repeats, _sync(device))  # cheap: more rounds
     k4 = next(r for r in rows if r["steps"] == 4 and r["draws"] == 1)
@@ -176,11 +176,11 @@ def measure_sizes(device, warmup: int, repeats: int) -> dict:
 
 def measure_paper(device, warmup: int, repeats: int) -> dict:
     """K-step predict against the stage-1 path for the paper preset (random weights: speed only)."""
-    from iccld.models import build_model
-    from iccld.models.presets import preset
+    from iccld.io import build_model_from_config
+    from iccld.presets import preset
 
     cfg = preset("paper")
-    model = build_model(cfg).to(device).eval()
+    model = build_model_from_config(cfg).to(device).eval()
     x = _image(PAPER_SIZE, device)
     fns = {"stage1_path": _predict_fn(model, x, None, 1)}
     fns.update({f"K{k}_N1": _predict_fn(model, x, k, 1) for k in PAPER_STEPS})
@@ -363,13 +363,12 @@ def render_speed_section(r: dict) -> str:
                   f"{r['policies']['rounds']} round-robin rounds. The CLI sets `OMP_WAIT_POLICY=PASSIVE` "
                   "unless the environment says otherwise: idle OpenMP threads sleep, which keeps jobs that "
                   "share the cores from stalling each other, but wakes them for every parallel region. "
-                  "`ACTIVE` (spinning) is faster for a job alone on the machine. Sampling on the 16 x 8 latent "
-                  "runs on one thread in every setting (`sampling_threads`).", "",
+                  "`ACTIVE` (spinning) is faster for a job alone on the machine.", "",
                   markdown_table(["OMP_WAIT_POLICY", "threads", "stage-1 path ms", "K=4 ms", "K=4 / stage-1"],
                                  rows), ""]
     lines += ["### Time against image size (batch 1)", "",
-              "E and D grow with the number of pixels; the denoiser runs on the stride-16 latent grid (on "
-              "one thread while the latent is tiny), so the K=4 path costs E and D plus a sampling loop "
+              "E and D grow with the number of pixels; the denoiser runs on the stride-16 latent grid, "
+              "so the K=4 path costs E and D plus a sampling loop "
               "that stays small at every size. Small images are the noisiest rows: there the time is "
               "mostly waking OpenMP threads.", ""]
     rows = [[f"{s['size_wh'][0]}x{s['size_wh'][1]}", s["pixels"], f"{s['stage1_ms']:.1f}", f"{s['K4_ms']:.1f}",

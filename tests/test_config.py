@@ -151,7 +151,7 @@ def test_every_shipped_config_loads():
 
 
 def test_synthetic_configs_use_the_cpu_preset_model():
-    from iccld.models import preset
+    from iccld.presets import preset
 
     assert load_config(REPO / "configs/synthetic/stage1.yaml").model == preset("cpu")
 

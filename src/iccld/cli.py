@@ -135,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "prepare":
-        from .data.prepare import prepare_command
+        from .data.commands import prepare_command
         return prepare_command(args)
     if args.command == "train":
         from .training.commands import train_command

@@ -1,8 +1,9 @@
 """Typed configuration: one dataclass per component, YAML files, dotted command-line overrides.
 
-Defaults live here and nowhere else, except the ``method:`` section's: each method declares its own
-dataclass (``Method.Config`` in :mod:`iccld.methods`), and ``method.name`` picks it, so a method's
-settings are checked against that method alone.
+The sections' defaults live in :mod:`iccld.sections` (data, model, optim, trainer) and nowhere else,
+except the ``method:`` section's: each method declares its own dataclass (``Method.Config`` in
+:mod:`iccld.methods`), and ``method.name`` picks it, so a method's settings are checked against that
+method alone. This module sits above the methods for that reason (docs/architecture.md).
 
 A YAML file may name a ``base:`` file, relative to the YAML file; the base may have a base of its
 own, to any depth (a cycle is an error). Every other path in a YAML (dataset roots, ``spec``,
@@ -19,106 +20,14 @@ import dataclasses
 import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from .errors import ConfigError
-
-
-@dataclass
-class DatasetConfig:
-    """One dataset split. ``kind`` is gta5 | synthia | cityscapes | acdc | darkzurich | folder."""
-
-    kind: str = "cityscapes"
-    root: str = ""
-    split: str = "train"  # cityscapes: train | val | test; folder datasets: a sub-folder or ""
-    # (W, H) the image is resized to before cropping; null keeps the original size.
-    resize: Optional[list[int]] = None
-    # folder datasets only: path of the YAML that describes the layout and label map
-    spec: str = ""
-    # acdc: the conditions to use (fog, night, rain, snow; null: all four); darkzurich: the times of
-    # day (day, twilight, night; null: night)
-    conditions: Optional[list[str]] = None
-
-
-@dataclass
-class DataConfig:
-    source: DatasetConfig = field(default_factory=lambda: DatasetConfig(kind="gta5", resize=[1280, 720]))
-    target: DatasetConfig = field(default_factory=lambda: DatasetConfig(kind="cityscapes", resize=[1024, 512]))
-    val: DatasetConfig = field(
-        default_factory=lambda: DatasetConfig(kind="cityscapes", split="val", resize=[1024, 512]))
-    crop_size: list[int] = field(default_factory=lambda: [512, 512])  # (H, W)
-    cat_max_ratio: float = 0.75  # at most this share of a crop may be one class (DAFormer)
-    flip: bool = True
-    num_workers: int = 4
-    skip_bad: bool = False  # skip unreadable image/label pairs instead of stopping, and count them
-    # rare class sampling of the source (needs sample_class_stats.json from `iccld prepare`)
-    rcs_temperature: float = 0.01  # 0 disables
-    rcs_min_pixels: int = 3000
-    rcs_min_crop_ratio: float = 0.5
-
-
-@dataclass
-class ModelConfig:
-    """The ICCLD network (see docs/method.md). Presets fill these in, see iccld.models.presets."""
-
-    backbone: str = "mit-b5"  # mit-b0 .. mit-b5, or mit-tiny for the CPU benchmark
-    pretrained: str = ""  # hub id (nvidia/mit-b5), a local folder or a .safetensors/.bin file
-    num_classes: int = 19
-    latent_channels: int = 32  # Cz
-    latent_stride: int = 16  # s: z0 is (B, Cz, H/s, W/s)
-    inter_coder: bool = True  # the inter-coder connection: E's shallow features into D
-    skip_strides: list[int] = field(default_factory=lambda: [4, 8, 16])
-    decoder_channels: int = 256
-    dropout: float = 0.1
-    # denoiser eps_theta (diffusers.UNet2DModel)
-    unet_channels: list[int] = field(default_factory=lambda: [128, 256, 256])
-    unet_layers_per_block: int = 2
-    unet_attention: bool = True  # self-attention in the U-Net's middle block (diffusers' default)
-    unet_mid_block: bool = True  # the U-Net's middle block (two ResNet blocks at the lowest resolution)
-    # GroupNorm groups in the U-Net; 0: the most (<= 32) that leave every level >= 4 channels per group.
-    # One channel per group would erase the per-channel timestep shift: the U-Net could not see t.
-    unet_norm_groups: int = 0
-    latent_norm: bool = True  # normalise each latent vector of z0 over its Cz channels
-    # eps_theta's output is added to its condition z0 (prediction type "sample" only), with a
-    # zero-initialised output layer: the diffusion path starts exactly at the stage-1 path D(z0)
-    # and stage 2 learns corrections of it
-    denoiser_residual: bool = True
-    num_train_timesteps: int = 1000
-    beta_schedule: str = "squaredcos_cap_v2"
-    prediction_type: str = "sample"  # sample | epsilon | v_prediction
-    sampling_steps: int = 4  # K, DDIM steps at inference
-
-
-@dataclass
-class OptimConfig:
-    lr: float = 6e-5
-    head_lr_mult: float = 10.0  # heads (everything but the backbone) train at lr x this
-    weight_decay: float = 0.01
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    warmup_iters: int = 1500
-    warmup_ratio: float = 1e-6
-    poly_power: float = 1.0
-    min_lr: float = 0.0
-    grad_clip: float = 0.0  # 0 disables
-
-
-@dataclass
-class TrainerConfig:
-    max_iters: int = 40000
-    batch_size: int = 2  # per device, for each of source and target
-    seed: int = 0
-    eval_interval: int = 4000
-    checkpoint_interval: int = 1000
-    log_interval: int = 50
-    mixed_precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | no | bf16 | fp16
-    eval_slide: bool = False  # sliding-window evaluation instead of whole image
-    eval_max_images: int = 0  # 0 = the whole split; periodic evaluation only
-    skip_nonfinite: int = 0  # skip up to this many batches with a non-finite loss, then stop
-    deterministic: bool = False
+from .sections import DataConfig, DatasetConfig, ModelConfig, OptimConfig, TrainerConfig  # noqa: F401 (re-exported)
 
 
 @dataclass
@@ -302,7 +211,9 @@ def save_config(config: Config, path: str | Path) -> None:
 DATASET_KINDS = ("gta5", "synthia", "cityscapes", "acdc", "darkzurich", "folder")
 # data.<part>.conditions: the choices of each kind that has them (iccld.data.acdc / darkzurich)
 DATASET_CONDITIONS = {"acdc": ("fog", "night", "rain", "snow"), "darkzurich": ("day", "twilight", "night")}
-BACKBONES = ("mit-tiny", "mit-b0", "mit-b1", "mit-b2", "mit-b3", "mit-b4", "mit-b5")
+# the names of iccld.models.backbones.BACKBONES, checked here before any heavy work (a test keeps them equal)
+BACKBONES = ("mit-tiny", "mit-b0", "mit-b1", "mit-b2", "mit-b3", "mit-b4", "mit-b5", "dinov2-tiny", "dinov2-small",
+             "dinov2-base", "dinov2-large", "dinov2-giant", "resnet-tiny", "resnet-50", "resnet-101")
 
 
 def _choice(field_name: str, value: str, choices: tuple[str, ...]) -> None:

@@ -1,5 +1,5 @@
 """Sharing trained models: ``iccld export`` writes a self-contained model folder, ``iccld push``
-uploads it to the Hugging Face Hub, and :func:`resolve_model_source` lets every place that takes a
+uploads it to the Hugging Face Hub, and :func:`iccld.io.hub.resolve_model_source` lets every place that takes a
 checkpoint (``evaluate``, ``predict``, stage 2's ``method.stage1_checkpoint``) take a Hub repo id.
 
 An exported folder is a ``save_pretrained`` folder (``config.json`` + ``model.safetensors``, the
@@ -20,7 +20,6 @@ locally always wins over a repo id of the same spelling.
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import sys
 from pathlib import Path
@@ -29,62 +28,15 @@ import yaml
 
 from . import __version__
 from .errors import CheckpointError, ConfigError
+from .io.hub import LIBRARY_NAME, parse_repo_id, resolve_model_source  # noqa: F401 (resolve_model_source: re-exported)
 from .utils import atomic_write_text
 
-LIBRARY_NAME = "iccld"
 # what an exported folder holds; `push` checks each of them before uploading
 MODEL_FILES = ("config.json", "model.safetensors")
 EXPORT_FILES = MODEL_FILES + ("training.json", "config.yaml", "labels.json", "README.md")
-# USER/NAME or USER/NAME@REVISION (a branch, a tag or a commit hash), as the Hub spells them
-_REPO_ID = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*)(?:@(?P<rev>[\w./-]+))?$")
 # a benchmark kind -> the words a model card uses for it
 _DATASET_NAMES = {"gta5": "GTA5", "synthia": "SYNTHIA", "cityscapes": "Cityscapes", "acdc": "ACDC",
                   "darkzurich": "Dark Zurich", "folder": "folder dataset"}
-
-
-# ----------------------------------------------------------------------------------------------
-# resolving a repo id
-
-
-def parse_repo_id(text: str) -> tuple[str, str | None] | None:
-    """``"user/name@rev"`` -> ``("user/name", "rev")``; None when ``text`` cannot be a repo id."""
-    match = _REPO_ID.match(text)
-    if match is None or text.endswith((".ckpt", ".safetensors", ".bin", ".pt", ".pth")):
-        return None
-    return match["repo"], match["rev"]
-
-
-def resolve_model_source(source: str | Path) -> Path:
-    """A local file or folder as given; else a Hub repo id (``USER/NAME[@REV]``) -> its snapshot
-    folder in the Hub cache (downloaded when online). Anything else is returned unchanged, for the
-    caller to report as missing."""
-    path = Path(source)
-    if path.exists():
-        return path
-    parsed = parse_repo_id(str(source))
-    if parsed is None:
-        return path
-    repo_id, revision = parsed
-    from huggingface_hub import constants, snapshot_download
-    from huggingface_hub.errors import (HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError,
-                                        RevisionNotFoundError)
-
-    try:
-        return Path(snapshot_download(repo_id, revision=revision, library_name=LIBRARY_NAME,
-                                      library_version=__version__))
-    except LocalEntryNotFoundError:
-        why = ("HF_HUB_OFFLINE=1 is set" if constants.is_offline_mode() else "the Hub could not be reached")
-        raise CheckpointError(f"{source}: no such file or folder, and the Hub model {repo_id} is not in the "
-                              f"cache {constants.HF_HUB_CACHE} ({why}); download it once online, or name a "
-                              "local run folder") from None
-    except RevisionNotFoundError:
-        raise CheckpointError(f"{source}: the Hub model {repo_id} has no revision '{revision}'") from None
-    except RepositoryNotFoundError:
-        raise CheckpointError(f"{source}: no such file or folder, and no Hub model {repo_id} (or it is "
-                              "private: log in with `hf auth login`)") from None
-    except (HfHubHTTPError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{source}: could not fetch the Hub model {repo_id} "
-                              f"({type(exc).__name__}: {str(exc).splitlines()[0][:160]})") from None
 
 
 # ----------------------------------------------------------------------------------------------

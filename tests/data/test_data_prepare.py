@@ -14,7 +14,8 @@ import yaml
 from PIL import Image
 
 from iccld.cli import main
-from iccld.data.prepare import prepare_command, prepare_dataset
+from iccld.data.commands import prepare_command
+from iccld.data.prepare import prepare_dataset
 from iccld.errors import ConfigError, DataError
 
 from .fixtures import encode_png16, make_cityscapes, make_gta5, make_synthia, write_palette_png

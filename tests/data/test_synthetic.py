@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 import sys
-import types
 from dataclasses import replace
 from pathlib import Path
 
@@ -185,10 +184,8 @@ def test_bad_arguments_are_config_errors(tmp_path: Path) -> None:
 
 def test_generate_prepares_both_domains_then_is_a_no_op(tmp_path: Path, monkeypatch) -> None:
     calls = []
-    fake = types.ModuleType("iccld.data.prepare")
-    fake.prepare_dataset = lambda kind, root, workers=2, **kw: calls.append(
-        (kind, Path(root), workers)) or {"kind": kind}
-    monkeypatch.setitem(sys.modules, "iccld.data.prepare", fake)
+    fake = lambda kind, root, workers=2, **kw: calls.append((kind, Path(root), workers)) or {"kind": kind}  # noqa: E731
+    monkeypatch.setattr(sys.modules["iccld.data.synthetic.generate"], "prepare_dataset", fake)
     out = tmp_path / "bench"
     meta = generate(out, seed=2, workers=1, **TINY)
     assert meta["status"] == "generated" and meta["prepared"]["gta5"] == {"kind": "gta5"}
@@ -204,9 +201,8 @@ def test_an_interrupted_run_is_finished_by_the_next_one(tmp_path: Path, monkeypa
     out = tmp_path / "bench"
     write_benchmark(out, seed=0, workers=1, **TINY)  # no prepare: benchmark.json says incomplete
     (out / "source" / "images" / "00003.png").unlink()
-    fake = types.ModuleType("iccld.data.prepare")
-    fake.prepare_dataset = lambda kind, root, workers=2, **kw: {}
-    monkeypatch.setitem(sys.modules, "iccld.data.prepare", fake)
+    monkeypatch.setattr(sys.modules["iccld.data.synthetic.generate"], "prepare_dataset",
+                        lambda kind, root, workers=2, **kw: {})
     assert generate(out, seed=0, workers=1, **TINY)["status"] == "generated"
     assert (out / "source" / "images" / "00003.png").is_file()
 

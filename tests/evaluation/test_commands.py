@@ -13,7 +13,8 @@ from PIL import Image
 from conftest import CONFIGS, tiny_overrides
 from iccld.cli import main
 from iccld.config import load_config
-from iccld.models import build_model, preset
+from iccld.io import build_model_from_config, save_pretrained
+from iccld.presets import preset
 from iccld.training.commands import run_training
 
 
@@ -21,7 +22,7 @@ from iccld.training.commands import run_training
 def pretrained_dir(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     out = tmp_path_factory.mktemp("model") / "iccld"
-    build_model(preset("cpu")).save_pretrained(out)
+    save_pretrained(build_model_from_config(preset("cpu")), out)
     return out
 
 

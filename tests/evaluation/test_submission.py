@@ -14,14 +14,15 @@ from data.fixtures import make_acdc, make_cityscapes
 from iccld.cli import main
 from iccld.data.labels import CITYSCAPES_ID_TO_TRAINID
 from iccld.evaluation.submission import encode, trainid_to_labelid
-from iccld.models import build_model, preset
+from iccld.io import build_model_from_config, save_pretrained
+from iccld.presets import preset
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     out = tmp_path_factory.mktemp("model") / "iccld"
-    build_model(preset("cpu")).save_pretrained(out)
+    save_pretrained(build_model_from_config(preset("cpu")), out)
     return out
 
 

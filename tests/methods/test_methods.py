@@ -6,15 +6,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from iccld.io import build_model_from_config
 from iccld.methods.base import StepOutput, cross_entropy
 from iccld.methods.stage1 import Stage1, Stage1Config
 from iccld.methods.stage2 import Stage2, Stage2Config
-from iccld.models import PatchDiscriminator, build_model, preset
+from iccld.models import PatchDiscriminator
+from iccld.presets import preset
 
 
 def tiny_model():
     torch.manual_seed(0)
-    return build_model(preset("cpu"))
+    return build_model_from_config(preset("cpu"))
 
 
 def batch(b=2, h=64, w=64):

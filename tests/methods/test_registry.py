@@ -13,7 +13,7 @@ from iccld.config import load_config
 from iccld.errors import ConfigError
 from iccld.evaluation.loading import load_models
 from iccld.methods import METHODS, SOURCE, Method, MethodConfig, cross_entropy, method_class, register
-from iccld.training.checkpoint import load_checkpoint, save_checkpoint
+from iccld.io.checkpoint import load_checkpoint, save_checkpoint
 
 from conftest import CONFIGS, tiny_overrides
 

@@ -1,5 +1,5 @@
 """eps_theta: GroupNorm groups that keep the timestep visible, the fixed-step sampling runner (same
-outputs as the generic U-Net call), its reuse, and the one-thread rule for tiny latents."""
+outputs as the generic U-Net call), its reuse, and the flag that switches it off."""
 
 import dataclasses
 
@@ -7,9 +7,11 @@ import pytest
 import torch
 
 from iccld.errors import ConfigError
-from iccld.models import build_model, preset
-from iccld.models.denoiser import (FixedStepDenoiser, build_denoiser, norm_groups, run_denoiser,
-                                   sampling_threads, supports_fixed_steps)
+from iccld.diffusion.fixed_steps import FixedStepDenoiser, supports_fixed_steps
+from iccld.diffusion.unet import run_denoiser
+from iccld.io import build_model_from_config
+from iccld.models.denoiser import build_denoiser, norm_groups
+from iccld.presets import preset
 
 TIMESTEPS = [999, 749, 499, 249]
 
@@ -30,9 +32,9 @@ def test_norm_groups_leave_at_least_four_channels_per_group():
     assert norm_groups([128, 256, 256]) == 32  # diffusers' default where the channels allow it
     assert norm_groups([6]) == 1
     assert norm_groups([32], requested=16) == 16
-    with pytest.raises(ConfigError, match="could not see t"):
+    with pytest.raises(ValueError, match="could not see t"):
         norm_groups([32], requested=32)
-    with pytest.raises(ConfigError, match="do not divide"):
+    with pytest.raises(ValueError, match="do not divide"):
         norm_groups([16, 24], requested=16)
 
 
@@ -49,7 +51,7 @@ def test_the_unet_sees_the_timestep(channels, layers):
 
 
 def test_unequal_levels_need_a_resnet_on_the_down_path():
-    with pytest.raises(ConfigError, match="same channels on every level"):
+    with pytest.raises(ValueError, match="same channels on every level"):
         build_denoiser(16, [16, 32], 0)
     assert len(build_denoiser(16, [16, 16], 0).up_blocks) == 2
 
@@ -72,7 +74,7 @@ def test_fixed_step_runner_gives_the_generic_outputs(channels, layers, mid, atte
 
 def test_unsupported_unets_are_reported_and_sampling_still_works():
     cpu = preset("cpu")
-    model = build_model(cpu).eval()
+    model = build_model_from_config(cpu).eval()
     block = model.denoiser.up_blocks[0].resnets[0]
     block.time_embedding_norm = "scale_shift"  # a variant the runner does not implement
     assert not supports_fixed_steps(model.denoiser)
@@ -85,7 +87,7 @@ def test_unsupported_unets_are_reported_and_sampling_still_works():
 @pytest.fixture()
 def trained_model():
     torch.manual_seed(0)
-    model = build_model(preset("cpu")).eval()
+    model = build_model_from_config(preset("cpu")).eval()
     randomised(model.denoiser)
     return model
 
@@ -94,7 +96,7 @@ def test_sampling_without_gradients_equals_the_generic_loop(trained_model):
     z0 = torch.randn(2, 16, 8, 16)
     with torch.no_grad():
         fast = trained_model.sample(z0, 4, torch.Generator().manual_seed(3))
-    assert trained_model._fixed_steps is not None  # the no-grad path used the runner
+    assert trained_model.diffusion._fixed_steps is not None  # the no-grad path used the runner
     with torch.enable_grad():  # the generic path, e.g. for a loss through the sampler
         generic = trained_model.sample(z0, 4, torch.Generator().manual_seed(3))
     assert generic.requires_grad
@@ -106,15 +108,15 @@ def test_the_runner_is_reused_until_the_time_weights_change(trained_model):
     g = lambda: torch.Generator().manual_seed(1)  # noqa: E731
     with torch.no_grad():
         first = trained_model.sample(z0, 4, g())
-        runner = trained_model._fixed_steps
+        runner = trained_model.diffusion._fixed_steps
         assert torch.equal(trained_model.sample(z0, 4, g()), first)
-        assert trained_model._fixed_steps is runner
+        assert trained_model.diffusion._fixed_steps is runner
         trained_model.sample(z0, 2, g())  # other timesteps: a new runner
-        assert trained_model._fixed_steps is not runner
-        runner = trained_model._fixed_steps
+        assert trained_model.diffusion._fixed_steps is not runner
+        runner = trained_model.diffusion._fixed_steps
         trained_model.denoiser.time_embedding.linear_1.weight.mul_(3.0)  # as an optimizer or EMA step
         changed = trained_model.sample(z0, 4, g())
-        assert trained_model._fixed_steps is not runner
+        assert trained_model.diffusion._fixed_steps is not runner
     with torch.enable_grad():
         expected = trained_model.sample(z0, 4, g()).detach()
     torch.testing.assert_close(changed, expected, rtol=0, atol=1e-5)
@@ -125,35 +127,30 @@ def test_the_runner_is_rebuilt_when_autocast_changes(trained_model):
     z0 = torch.randn(1, 16, 8, 16)
     with torch.no_grad():
         trained_model.sample(z0, 4, torch.Generator().manual_seed(1))
-        runner = trained_model._fixed_steps
+        runner = trained_model.diffusion._fixed_steps
         with torch.autocast("cpu", dtype=torch.bfloat16):  # projections would be bf16 here
             trained_model.sample(z0, 1, torch.Generator().manual_seed(1))
-            assert trained_model._fixed_steps.matches(trained_model.denoiser, [999])
-        assert not trained_model._fixed_steps.matches(trained_model.denoiser, [999])
+            assert trained_model.diffusion._fixed_steps.matches(trained_model.denoiser, [999])
+        assert not trained_model.diffusion._fixed_steps.matches(trained_model.denoiser, [999])
         trained_model.sample(z0, 4, torch.Generator().manual_seed(1))
-        assert trained_model._fixed_steps is not runner
+        assert trained_model.diffusion._fixed_steps is not runner
 
 
-def test_tiny_latents_are_sampled_on_one_thread():
-    unet = build_denoiser(16, [16], 0, mid_attention=False, mid_block=False)
+def test_the_flag_off_samples_through_the_generic_forward_with_the_same_outputs(trained_model):
+    z0 = torch.randn(2, 16, 8, 16)
     before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        with sampling_threads(unet, torch.zeros(4, 16, 8, 16)):  # 4 draws of a 16 x 8 latent
-            assert torch.get_num_threads() == 1
-        assert torch.get_num_threads() == 2
-        with sampling_threads(unet, torch.zeros(4, 16, 32, 32)):  # 4 x 32 x 32 x 16 channels > 32768
-            assert torch.get_num_threads() == 2
-        with pytest.raises(RuntimeError):
-            with sampling_threads(unet, torch.zeros(1, 16, 8, 16)):
-                raise RuntimeError("inside")
-        assert torch.get_num_threads() == 2  # restored on errors too
-    finally:
-        torch.set_num_threads(before)
+    with torch.no_grad():
+        fast = trained_model.sample(z0, 4, torch.Generator().manual_seed(3))
+        trained_model.diffusion.fast_sampling = False
+        trained_model.diffusion._fixed_steps = None
+        generic = trained_model.sample(z0, 4, torch.Generator().manual_seed(3))
+    assert trained_model.diffusion._fixed_steps is None  # the runner was not built
+    torch.testing.assert_close(fast, generic, rtol=0, atol=1e-5)
+    assert torch.get_num_threads() == before  # sampling leaves torch's global state alone
 
 
 def test_predict_matches_sequential_generic_sampling(trained_model):
-    """predict's K=4 path (runner, one thread) equals encode, the generic DDIM loop and decode."""
+    """predict's K=4 path (the runner) equals encode, the generic DDIM loop and decode."""
     x = torch.randn(1, 3, 64, 96)
     with torch.no_grad():
         logits = trained_model.predict(x, steps=4, generator=torch.Generator().manual_seed(7)).logits
@@ -168,4 +165,4 @@ def test_predict_matches_sequential_generic_sampling(trained_model):
 def test_old_cpu_width_with_one_channel_per_group_is_refused():
     cfg = dataclasses.replace(preset("cpu"), unet_channels=[32], unet_norm_groups=32)
     with pytest.raises(ConfigError, match="unet_norm_groups"):
-        build_model(cfg)
+        build_model_from_config(cfg)

@@ -6,7 +6,8 @@ import pytest
 
 from iccld.config import ModelConfig
 from iccld.errors import ConfigError
-from iccld.models import PRESETS, build_model, preset
+from iccld.io import build_model_from_config
+from iccld.presets import PRESETS, preset
 
 
 def test_paper_preset_is_the_default_config_with_mit_b5():
@@ -17,7 +18,7 @@ def test_paper_preset_is_the_default_config_with_mit_b5():
 def test_cpu_preset_is_small_and_its_unet_has_no_middle_block():
     cfg = preset("cpu")
     assert cfg.backbone == "mit-tiny" and cfg.unet_layers_per_block == 0
-    model = build_model(cfg)
+    model = build_model_from_config(cfg)
     n = sum(p.numel() for p in model.parameters())
     assert n < 2_000_000
     assert model.denoiser.mid_block is None  # no middle block, so no self-attention either
@@ -27,13 +28,13 @@ def test_cpu_preset_is_small_and_its_unet_has_no_middle_block():
 
 
 def test_unet_middle_block_and_attention_when_asked():
-    model = build_model(dataclasses.replace(preset("cpu"), unet_mid_block=True, unet_attention=True))
+    model = build_model_from_config(dataclasses.replace(preset("cpu"), unet_mid_block=True, unet_attention=True))
     assert model.denoiser.mid_block.attentions[0] is not None
 
 
 def test_attention_without_middle_block_is_refused():
     with pytest.raises(ConfigError, match="unet_mid_block=false removes"):
-        build_model(dataclasses.replace(preset("cpu"), unet_attention=True))
+        build_model_from_config(dataclasses.replace(preset("cpu"), unet_attention=True))
 
 
 def test_preset_returns_a_copy():

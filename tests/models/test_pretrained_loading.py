@@ -10,9 +10,11 @@ from safetensors.torch import save_file
 from transformers import SegformerModel
 
 from iccld.errors import CheckpointError
-from iccld.models import build_model, preset
-from iccld.models.encoder import build_encoder, mit_config
-from iccld.models.pretrained import load_backbone_weights, normalize_keys
+from iccld.io import build_model_from_config, save_pretrained
+from iccld.io.backbone_weights import load_backbone_weights, normalize_mit_keys
+from iccld.models.backbones import build_backbone
+from iccld.models.backbones.mit import mit_config
+from iccld.presets import preset
 
 
 def donor() -> SegformerModel:
@@ -61,7 +63,7 @@ def to_original_mit_layout(state: dict) -> dict:
 def test_save_pretrained_folder_loads_with_no_missing_keys(tmp_path):
     src = donor()
     src.save_pretrained(tmp_path / "mit")
-    enc = build_encoder("mit-tiny")
+    enc = build_backbone("mit-tiny")
     assert not torch.equal(enc.state_dict()["stages.0.patch_embeddings.proj.weight"],
                            src.state_dict()["stages.0.patch_embeddings.proj.weight"])
     report = load_backbone_weights(enc, tmp_path / "mit")
@@ -72,7 +74,7 @@ def test_save_pretrained_folder_loads_with_no_missing_keys(tmp_path):
 def test_build_model_loads_cfg_pretrained(tmp_path):
     src = donor()
     src.save_pretrained(tmp_path / "mit")
-    model = build_model(dataclasses.replace(preset("cpu"), pretrained=str(tmp_path / "mit")))
+    model = build_model_from_config(dataclasses.replace(preset("cpu"), pretrained=str(tmp_path / "mit")))
     assert_same_weights(model.encoder, src)
 
 
@@ -86,7 +88,7 @@ def test_hub_layout_state_dict_file(tmp_path, prefix):
     hub = load_file(str(tmp_path / "mit" / "model.safetensors"))
     assert any(k.startswith("encoder.block.") for k in hub)
     save_file({prefix + k: v for k, v in hub.items()}, str(tmp_path / "w.safetensors"))
-    enc = build_encoder("mit-tiny")
+    enc = build_backbone("mit-tiny")
     report = load_backbone_weights(enc, tmp_path / "w.safetensors")
     assert report.missing == []
     assert_same_weights(enc, src)
@@ -96,8 +98,8 @@ def test_original_mit_layout_with_fused_kv(tmp_path, caplog):
     """DAFormer's pretrained/mit_b*.pth layout: block1.0.attn.kv holds k and v stacked."""
     src = donor()
     torch.save({"state_dict": to_original_mit_layout(src.state_dict())}, tmp_path / "mit_tiny.pth")
-    enc = build_encoder("mit-tiny")
-    with caplog.at_level(logging.INFO, logger="iccld.models.pretrained"):
+    enc = build_backbone("mit-tiny")
+    with caplog.at_level(logging.INFO, logger="iccld.io.backbone_weights"):
         report = load_backbone_weights(enc, tmp_path / "mit_tiny.pth")
     assert report.missing == [] and report.unexpected == ["head.weight"]
     assert_same_weights(enc, src)
@@ -106,9 +108,9 @@ def test_original_mit_layout_with_fused_kv(tmp_path, caplog):
 
 def test_icc_ld_checkpoint_encoder_tensors_are_found(tmp_path):
     torch.manual_seed(0)
-    model = build_model(preset("cpu"))
-    folder = model.save_pretrained(tmp_path / "final")
-    enc = build_encoder("mit-tiny")
+    model = build_model_from_config(preset("cpu"))
+    folder = save_pretrained(model, tmp_path / "final")
+    enc = build_backbone("mit-tiny")
     report = load_backbone_weights(enc, folder)
     assert report.missing == [] and report.unexpected  # the latent head, decoder, ... are reported
     assert_same_weights(enc, model.encoder)
@@ -118,8 +120,8 @@ def test_missing_keys_are_logged(tmp_path, caplog):
     state = dict(donor().state_dict())
     del state["stages.3.layer_norm.weight"]
     save_file(state, str(tmp_path / "partial.safetensors"))
-    with caplog.at_level(logging.WARNING, logger="iccld.models.pretrained"):
-        report = load_backbone_weights(build_encoder("mit-tiny"), tmp_path / "partial.safetensors")
+    with caplog.at_level(logging.WARNING, logger="iccld.io.backbone_weights"):
+        report = load_backbone_weights(build_backbone("mit-tiny"), tmp_path / "partial.safetensors")
     assert report.missing == ["stages.3.layer_norm.weight"]
     assert "stages.3.layer_norm.weight" in caplog.text and "randomly initialised" in caplog.text
 
@@ -127,24 +129,24 @@ def test_missing_keys_are_logged(tmp_path, caplog):
 def test_nothing_matching_is_an_error(tmp_path):
     save_file({"foo.weight": torch.zeros(3)}, str(tmp_path / "other.safetensors"))
     with pytest.raises(CheckpointError, match="no tensor"):
-        load_backbone_weights(build_encoder("mit-tiny"), tmp_path / "other.safetensors")
+        load_backbone_weights(build_backbone("mit-tiny"), tmp_path / "other.safetensors")
 
 
 def test_other_backbone_size_is_an_error(tmp_path):
     SegformerModel(mit_config("mit-b0")).save_pretrained(tmp_path / "b0")
     with pytest.raises(CheckpointError, match="another backbone"):
-        load_backbone_weights(build_encoder("mit-tiny"), tmp_path / "b0")
+        load_backbone_weights(build_backbone("mit-tiny"), tmp_path / "b0")
 
 
 def test_unreadable_and_missing_sources(tmp_path):
     (tmp_path / "bad.safetensors").write_bytes(b"garbage")
     with pytest.raises(CheckpointError, match="bad.safetensors"):
-        load_backbone_weights(build_encoder("mit-tiny"), tmp_path / "bad.safetensors")
+        load_backbone_weights(build_backbone("mit-tiny"), tmp_path / "bad.safetensors")
     (tmp_path / "empty").mkdir()
     with pytest.raises(CheckpointError, match="no model.safetensors"):
-        load_backbone_weights(build_encoder("mit-tiny"), tmp_path / "empty")
+        load_backbone_weights(build_backbone("mit-tiny"), tmp_path / "empty")
     with pytest.raises(CheckpointError, match="not found"):
-        load_backbone_weights(build_encoder("mit-tiny"), tmp_path / "missing.safetensors")
+        load_backbone_weights(build_backbone("mit-tiny"), tmp_path / "missing.safetensors")
 
 
 def test_hub_id_offline_gives_a_clear_error(monkeypatch):
@@ -153,12 +155,12 @@ def test_hub_id_offline_gives_a_clear_error(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(CheckpointError, match="hf download iccld-test/no-such-mit"):
-        load_backbone_weights(build_encoder("mit-tiny"), "iccld-test/no-such-mit")
+        load_backbone_weights(build_backbone("mit-tiny"), "iccld-test/no-such-mit")
 
 
 def test_normalize_keys_strips_wrapper_prefixes():
     t = torch.zeros(1)
-    keys = normalize_keys({"module.backbone.patch_embed1.proj.weight": t,
+    keys = normalize_mit_keys({"module.backbone.patch_embed1.proj.weight": t,
                            "model.segformer.encoder.layer_norm.2.bias": t,
                            "encoder.stages.1.layer_norm.weight": t}).keys()
     assert set(keys) == {"stages.0.patch_embeddings.proj.weight", "stages.2.layer_norm.bias",
@@ -169,6 +171,6 @@ def test_segmentation_finetuned_weights_are_flagged(tmp_path, caplog):
     state = {f"segformer.{k}": v for k, v in donor().state_dict().items()}
     state["decode_head.classifier.weight"] = torch.zeros(19, 8, 1, 1)
     save_file(state, str(tmp_path / "segformer_city.safetensors"))
-    with caplog.at_level(logging.WARNING, logger="iccld.models.pretrained"):
-        report = load_backbone_weights(build_encoder("mit-tiny"), tmp_path / "segformer_city.safetensors")
+    with caplog.at_level(logging.WARNING, logger="iccld.io.backbone_weights"):
+        report = load_backbone_weights(build_backbone("mit-tiny"), tmp_path / "segformer_city.safetensors")
     assert report.missing == [] and "segmentation-finetuned" in caplog.text

@@ -72,7 +72,7 @@ def test_two_processes_of_batch_1_match_one_process_of_batch_2(runs, phase, part
         # (measured: 1 vs 2 processes differ by 0.4e-7 to 3.7e-7; the critic moved 3e-4, the rest more)
         assert _max_difference(one[part], one["start"][part]) > 1e-4, part
     if phase == "stage1":  # eps_theta gets no gradient in stage 1: DDP leaves it None, AdamW skips it
-        denoiser = [k for k in rank0["model"] if k.startswith("denoiser.")]
+        denoiser = [k for k in rank0["model"] if k.startswith("diffusion.denoiser.")]
         assert denoiser and all(torch.equal(rank0["model"][k], rank0["start"]["model"][k]) for k in denoiser)
 
 

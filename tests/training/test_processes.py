@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from conftest import CONFIGS, tiny_overrides
-from iccld.training.checkpoint import load_checkpoint
+from iccld.io.checkpoint import load_checkpoint
 
 CONFIG = str(CONFIGS / "synthetic" / "stage1.yaml")
 ITERS = 60  # long enough that the kill lands mid-run (one tiny iteration takes 0.05-0.2 s)

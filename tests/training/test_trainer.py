@@ -11,7 +11,7 @@ import torch
 
 from iccld.config import load_config
 from iccld.errors import ConfigError, TrainingError
-from iccld.training.checkpoint import load_checkpoint
+from iccld.io.checkpoint import load_checkpoint
 from iccld.training.commands import run_training
 from iccld.training.trainer import Trainer
 
@@ -75,7 +75,7 @@ def test_synthetic_stage2_configs_run(name, stage1, stage1_runs, tiny_benchmark,
     for key, value in state["model"].items():
         if key.startswith(("encoder.", "latent_head.")):
             assert torch.equal(value, start[key]), key
-    for part in ("denoiser.", "decoder."):
+    for part in ("diffusion.denoiser.", "decoder."):
         assert [k for k, v in state["model"].items() if k.startswith(part) and not torch.equal(v, start[k])], part
     assert ("discriminator" in state) == ("no_adv" not in name)  # no critic without the adversarial term
 
@@ -119,7 +119,7 @@ def test_stage2_default_trains_only_the_denoiser(stage1_runs, tiny_benchmark, tm
     state = load_checkpoint(out / "last.ckpt")
     start = load_checkpoint(stage1_runs["stage1"] / "last.ckpt")["ema_model"]
     moved = {k for k, v in state["model"].items() if not torch.equal(v, start[k])}
-    assert moved and all(k.startswith("denoiser.") for k in moved), sorted(moved)[:5]
+    assert moved and all(k.startswith("diffusion.denoiser.") for k in moved), sorted(moved)[:5]
 
 
 def test_stage2_refuses_a_missing_stage1_run(tiny_benchmark, tmp_path):

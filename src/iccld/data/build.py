@@ -7,7 +7,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from ..config import DataConfig, DatasetConfig
+from ..sections import DataConfig, DatasetConfig
 from ..errors import ConfigError
 from .base import SegmentationDataset
 from .acdc import ACDCDataset

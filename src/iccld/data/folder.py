@@ -28,7 +28,7 @@ import yaml
 from ..errors import ConfigError, DataError
 from .base import PREPARED_SUFFIX, SegmentationDataset, Transform, attach_labels, list_files, require_dir
 from .labels import IGNORE_INDEX, NUM_CLASSES
-from .prepare import LabelMap
+from .labels import LabelMap
 from .transforms import EvalTransform
 
 ENCODINGS = ("ids", "rgb", "train_ids")

@@ -5,7 +5,14 @@ Train ids 0..18 are the 19 Cityscapes evaluation classes; 255 is "ignore" everyw
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
 import numpy as np
+
+from ..errors import DataError
+from .io import read_image, read_label
 
 IGNORE_INDEX = 255
 NUM_CLASSES = 19
@@ -69,3 +76,63 @@ def colorize(label: np.ndarray) -> np.ndarray:
     lut = np.zeros((256, 3), dtype=np.uint8)
     lut[:NUM_CLASSES] = np.asarray(PALETTE, dtype=np.uint8)
     return lut[label.astype(np.uint8)]
+
+
+@dataclass
+class LabelMap:
+    """How raw label files become train ids.
+
+    Args:
+        encoding: ``ids`` (single-channel values, incl. palette indices and SYNTHIA's 16-bit first
+            channel), ``rgb`` (colours, keys are ``r << 16 | g << 8 | b``) or ``train_ids``
+            (already train ids: only checked and counted).
+        mapping: raw value -> train id.
+        known: raw values that are valid but ignored (255); values in neither ``mapping`` nor
+            ``known`` are errors. None: every value not in ``mapping`` is ignored.
+        expected: words for error messages, e.g. "a Cityscapes label id 0..33".
+    """
+
+    encoding: str
+    mapping: dict[int, int] = field(default_factory=dict)
+    known: Optional[frozenset[int]] = None
+    expected: str = "a known label value"
+    _tables: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def table(self, size: int) -> np.ndarray:
+        if size not in self._tables:  # built lazily in each worker; the rgb one is 16 MiB
+            mapping = {k: v for k, v in self.mapping.items() if k < size}
+            self._tables[size] = lookup_table(mapping, self.known, size=size)
+        return self._tables[size]
+
+    def read(self, path: Path) -> np.ndarray:
+        """The raw label: (H, W, 3) uint8 for ``rgb``, else (H, W) uint8/uint16."""
+        return read_image(path) if self.encoding == "rgb" else read_label(path)
+
+    def convert(self, raw: np.ndarray, path: Path) -> np.ndarray:
+        """Raw label -> (H, W) uint8 train ids; an unknown value -> DataError naming ``path``."""
+        if self.encoding == "train_ids":
+            bad = (raw >= NUM_CLASSES) & (raw != IGNORE_INDEX)
+            if bad.any():
+                raise DataError(f"{path}: label value {int(raw[bad].min())} is not a train id "
+                                f"(0..{NUM_CLASSES - 1} or 255), but the spec says encoding: train_ids")
+            return raw.astype(np.uint8)
+        if self.encoding == "rgb":
+            codes = (raw[..., 0].astype(np.uint32) << 16) | (raw[..., 1].astype(np.uint32) << 8) | raw[..., 2]
+            out = self.table(1 << 24)[codes]
+            if (out == UNMAPPED).any():
+                code = int(codes[out == UNMAPPED].min())
+                raise DataError(f"{path}: label colour ({code >> 16}, {(code >> 8) & 255}, {code & 255}) "
+                                f"is not mapped (expected {self.expected})")
+            return out
+        size = 256 if raw.dtype == np.uint8 else 65536
+        out = self.table(size)[raw]
+        if (out == UNMAPPED).any():
+            raise DataError(f"{path}: label value {int(raw[out == UNMAPPED].min())} is not mapped "
+                            f"(expected {self.expected}); is this the right dataset kind?")
+        return out
+
+
+CITYSCAPES_MAP = LabelMap("ids", CITYSCAPES_ID_TO_TRAINID, CITYSCAPES_KNOWN_IDS,
+                          "a Cityscapes/GTA5 label id 0..33")
+SYNTHIA_MAP = LabelMap("ids", SYNTHIA_ID_TO_TRAINID, SYNTHIA_KNOWN_IDS,
+                       "a SYNTHIA class id 0..22 in the first channel")

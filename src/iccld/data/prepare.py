@@ -20,7 +20,6 @@ import json
 import multiprocessing
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -28,72 +27,11 @@ import numpy as np
 
 from ..errors import ConfigError, DataError
 from ..utils import atomic_write_text
-from .io import read_image, read_label, write_png
-from .labels import (CITYSCAPES_ID_TO_TRAINID, CITYSCAPES_KNOWN_IDS, IGNORE_INDEX, NUM_CLASSES,
-                     SYNTHIA_ID_TO_TRAINID, SYNTHIA_KNOWN_IDS, UNMAPPED, lookup_table)
+from .io import read_label, write_png
+from .labels import CITYSCAPES_MAP, NUM_CLASSES, SYNTHIA_MAP, LabelMap  # noqa: F401  (re-exported)
 
 STATS_FILE = "sample_class_stats.json"
 KINDS = ("gta5", "synthia", "cityscapes", "acdc", "darkzurich", "folder", "synthetic")
-
-
-@dataclass
-class LabelMap:
-    """How raw label files become train ids.
-
-    Args:
-        encoding: ``ids`` (single-channel values, incl. palette indices and SYNTHIA's 16-bit first
-            channel), ``rgb`` (colours, keys are ``r << 16 | g << 8 | b``) or ``train_ids``
-            (already train ids: only checked and counted).
-        mapping: raw value -> train id.
-        known: raw values that are valid but ignored (255); values in neither ``mapping`` nor
-            ``known`` are errors. None: every value not in ``mapping`` is ignored.
-        expected: words for error messages, e.g. "a Cityscapes label id 0..33".
-    """
-
-    encoding: str
-    mapping: dict[int, int] = field(default_factory=dict)
-    known: Optional[frozenset[int]] = None
-    expected: str = "a known label value"
-    _tables: dict = field(default_factory=dict, repr=False, compare=False)
-
-    def table(self, size: int) -> np.ndarray:
-        if size not in self._tables:  # built lazily in each worker; the rgb one is 16 MiB
-            mapping = {k: v for k, v in self.mapping.items() if k < size}
-            self._tables[size] = lookup_table(mapping, self.known, size=size)
-        return self._tables[size]
-
-    def read(self, path: Path) -> np.ndarray:
-        """The raw label: (H, W, 3) uint8 for ``rgb``, else (H, W) uint8/uint16."""
-        return read_image(path) if self.encoding == "rgb" else read_label(path)
-
-    def convert(self, raw: np.ndarray, path: Path) -> np.ndarray:
-        """Raw label -> (H, W) uint8 train ids; an unknown value -> DataError naming ``path``."""
-        if self.encoding == "train_ids":
-            bad = (raw >= NUM_CLASSES) & (raw != IGNORE_INDEX)
-            if bad.any():
-                raise DataError(f"{path}: label value {int(raw[bad].min())} is not a train id "
-                                f"(0..{NUM_CLASSES - 1} or 255), but the spec says encoding: train_ids")
-            return raw.astype(np.uint8)
-        if self.encoding == "rgb":
-            codes = (raw[..., 0].astype(np.uint32) << 16) | (raw[..., 1].astype(np.uint32) << 8) | raw[..., 2]
-            out = self.table(1 << 24)[codes]
-            if (out == UNMAPPED).any():
-                code = int(codes[out == UNMAPPED].min())
-                raise DataError(f"{path}: label colour ({code >> 16}, {(code >> 8) & 255}, {code & 255}) "
-                                f"is not mapped (expected {self.expected})")
-            return out
-        size = 256 if raw.dtype == np.uint8 else 65536
-        out = self.table(size)[raw]
-        if (out == UNMAPPED).any():
-            raise DataError(f"{path}: label value {int(raw[out == UNMAPPED].min())} is not mapped "
-                            f"(expected {self.expected}); is this the right dataset kind?")
-        return out
-
-
-CITYSCAPES_MAP = LabelMap("ids", CITYSCAPES_ID_TO_TRAINID, CITYSCAPES_KNOWN_IDS,
-                          "a Cityscapes/GTA5 label id 0..33")
-SYNTHIA_MAP = LabelMap("ids", SYNTHIA_ID_TO_TRAINID, SYNTHIA_KNOWN_IDS,
-                       "a SYNTHIA class id 0..22 in the first channel")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -236,41 +174,3 @@ def prepare_dataset(kind: str, root: str | Path, workers: int = 2, spec: Optiona
     summary["seconds"] = round(time.perf_counter() - start, 3)
     summary["images_per_second"] = round(len(jobs) / max(summary["seconds"], 1e-9), 2)
     return summary
-
-
-def _parse_size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise ConfigError(f"--size: expected WIDTHxHEIGHT such as 256x128, got '{text}'") from None
-    if w <= 0 or h <= 0:
-        raise ConfigError(f"--size: width and height must be > 0, got '{text}'")
-    return w, h
-
-
-def prepare_command(args) -> int:
-    """The ``iccld prepare`` subcommand (arguments: see iccld.cli)."""
-    if args.kind == "synthetic":
-        if not args.out:
-            raise ConfigError("iccld prepare synthetic: --out is required (the folder to write to)")
-        from .synthetic import generate
-        result = generate(out=args.out, seed=args.seed, num_source=args.num_source,
-                          num_target=args.num_target, num_val=args.num_val,
-                          size=_parse_size(args.size), workers=args.workers)
-        status = result.get("status", "generated") if isinstance(result, dict) else "generated"
-        print(f"synthetic benchmark in {args.out}: {status}")
-        return 0
-    if not args.root:
-        raise ConfigError(f"iccld prepare {args.kind}: --root is required (the dataset folder)")
-    s = prepare_dataset(args.kind, args.root, workers=args.workers, spec=args.spec,
-                        overwrite=args.overwrite)
-    for line in s["layout"]:
-        print(f"{args.kind} {line}")
-    if s["converted"] == 0 and s["checked"] == 0 and s["seconds"] == 0.0:
-        print(f"{args.kind}: all {s['labels']} labels in {s['root']} are already prepared "
-              f"(--overwrite recomputes them)")
-    else:
-        print(f"{args.kind}: {s['labels']} labels ({s['converted']} converted, {s['existing']} already "
-              f"prepared, {s['checked']} checked) in {s['seconds']:.1f} s "
-              f"({s['images_per_second']:.1f}/s); class statistics in {s['stats_file']}")
-    return 0

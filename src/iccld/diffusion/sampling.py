@@ -12,8 +12,8 @@ from ..errors import ConfigError
 
 def check_steps(steps: int, num_train_timesteps: int) -> None:
     if not isinstance(steps, int) or not 1 <= steps <= num_train_timesteps:
-        raise ConfigError(f"sampling steps (--steps / model.sampling_steps): must be an integer in "
-                          f"1..{num_train_timesteps} (model.num_train_timesteps), got {steps!r}")
+        raise ConfigError(f"sampling steps: must be an integer in 1..{num_train_timesteps} (the number of "
+                          f"training timesteps), got {steps!r}")
 
 
 def draw_noise(like: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -21,11 +21,20 @@ def _subsets_for(config) -> dict | None:
     return None
 
 
+def _check_sampling(args) -> None:
+    """--samples and --steps, named as the user typed them (the model's own errors cannot know)."""
+    if args.samples < 1:
+        raise ConfigError(f"--samples: the number of noise draws must be >= 1, got {args.samples}")
+    if args.steps is not None and args.steps < 1:
+        raise ConfigError(f"--steps: the number of DDIM steps must be >= 1, got {args.steps}")
+
+
 def evaluate_command(args) -> int:
     from ..data.build import build_val_dataset
     from .evaluate import evaluate_model
     from .report import format_confusions, format_table
 
+    _check_sampling(args)
     loaded = load_models(args.checkpoint, args.which)
     if args.config:
         config = load_config(args.config, args.overrides)
@@ -89,6 +98,7 @@ def _collect_images(inputs: list[str]) -> list[Path]:
 def predict_command(args) -> int:
     from .predict import predict_images
 
+    _check_sampling(args)
     images = _collect_images(args.inputs)
     loaded = load_models(args.checkpoint, args.which)
     model = loaded.models[args.which].to(pick_device())

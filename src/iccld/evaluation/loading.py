@@ -9,7 +9,7 @@ from torch import nn
 
 from ..config import Config, from_dict
 from ..errors import CheckpointError
-from ..training.checkpoint import load_checkpoint, read_training_info, resolve_checkpoint
+from ..io import build_model_from_config, load_checkpoint, load_pretrained, read_training_info, resolve_checkpoint
 
 
 @dataclass
@@ -23,15 +23,13 @@ class LoadedModels:
 def load_models(checkpoint: str, which: str = "ema") -> LoadedModels:
     """``which`` is model | ema | both. A save_pretrained folder holds one model (the EMA model of a
     finished run), which serves every ``which`` but ``both``."""
-    from ..models import ICCLD, build_model
-
     ref = resolve_checkpoint(checkpoint)
     wanted = ("model", "ema") if which == "both" else (which,)
     if ref.kind == "pretrained":
         if which == "both":
             raise CheckpointError(f"{ref.path}: a save_pretrained folder holds one model; use --which ema "
                                   "or point to the run folder's last.ckpt for both")
-        model = ICCLD.from_pretrained(ref.path)
+        model = load_pretrained(ref.path)
         info = read_training_info(ref.path)
         return LoadedModels({which: model.eval()}, None, info.get("inference_path", "diffusion"),
                             info.get("method", "unknown"))
@@ -39,7 +37,7 @@ def load_models(checkpoint: str, which: str = "ema") -> LoadedModels:
     config = from_dict(state["config"], str(ref.path))
     models = {}
     for label in wanted:
-        model = build_model(_without_pretrained(config).model)
+        model = build_model_from_config(config.model, load_weights=False)
         try:
             model.load_state_dict(state["ema_model" if label == "ema" else "model"])
         except RuntimeError as exc:
@@ -55,13 +53,6 @@ def _describe(name: str) -> dict:
     from ..methods import method_class
 
     return method_class(name).describe()
-
-
-def _without_pretrained(config: Config) -> Config:
-    """The checkpoint holds every weight: do not fetch the ImageNet backbone again."""
-    import dataclasses
-
-    return dataclasses.replace(config, model=dataclasses.replace(config.model, pretrained=""))
 
 
 def pick_device() -> torch.device:

@@ -7,7 +7,6 @@ one line here; see docs/adding-a-method.md. Nothing outside this package tests a
 
 from __future__ import annotations
 
-from ..errors import ConfigError
 from .base import (LABELLED_TARGET, SOURCE, TARGET, Critic, Method, MethodConfig, StepOutput,
                    cross_entropy)
 from .stage1 import Stage1, Stage1Config

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -34,8 +34,8 @@ from ..data.labels import IGNORE_INDEX
 from ..errors import ConfigError
 from ..uda.ema import copy_model, ema_update
 
-if TYPE_CHECKING:
-    from ..config import Config
+# ``config`` arguments are the run's iccld.config.Config: the config layer sits above the methods (it
+# reads each method's own section), so it is not imported here (docs/architecture.md)
 
 # the data streams a method may ask for; a batch holds one entry per stream, under "source" or
 # "target" (both targets: a method trains on at most one of them)
@@ -116,11 +116,11 @@ class Method(nn.Module):
         self.stats: dict[str, float] = {}  # logged by the trainer, not optimised
 
     @classmethod
-    def from_config(cls, config: "Config") -> "Method":
+    def from_config(cls, config: Any) -> "Method":
         """The method and its networks; ``config.method`` is a ``cls.Config``."""
-        from ..models import build_model
+        from ..io import build_model_from_config
 
-        return cls(build_model(config.model), config.method)
+        return cls(build_model_from_config(config.model), config.method)
 
     @classmethod
     def describe(cls) -> dict:

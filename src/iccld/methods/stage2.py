@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -31,8 +31,8 @@ from ..uda.pseudo_label import pseudo_labels
 from .base import Critic, StepOutput, cross_entropy, one_of
 from .stage1 import Stage1, Stage1Config
 
-if TYPE_CHECKING:
-    from ..config import Config
+# ``config`` arguments are the run's iccld.config.Config: the config layer sits above the methods (it
+# reads each method's own section), so it is not imported here (docs/architecture.md)
 
 SOURCE, TARGET = 1.0, 0.0  # least-squares GAN labels of the discriminator
 
@@ -101,10 +101,10 @@ class Stage2(Stage1):
         return PatchDiscriminator(width, cfg.disc_channels)
 
     @classmethod
-    def from_config(cls, config: "Config") -> "Stage2":
-        from ..models import build_model
+    def from_config(cls, config: Any) -> "Stage2":
+        from ..io import build_model_from_config
 
-        model = build_model(config.model)
+        model = build_model_from_config(config.model)
         model.load_state_dict(stage1_weights(config, cls.name))
         return cls(model, config.method, cls.build_critic(config.method, config.model))
 
@@ -142,16 +142,9 @@ class Stage2(Stage1):
             z0, skips = model.encode(images)  # z0 (3B, Cz, H/s, W/s)
         z0, skips = z0.detach(), [f.detach() for f in skips]
 
-        # noise every latent at its own random timestep, one denoiser pass
-        t = torch.randint(0, model.num_train_timesteps, (z0.shape[0],),
-                          generator=generator, device="cpu").to(z0.device)
-        noise = torch.randn(z0.shape, generator=generator, device="cpu", dtype=z0.dtype).to(z0.device)
-        z_t = model.add_noise(z0, noise, t)
-        raw = model.denoise(z_t, z0, t)  # (3B, Cz, h, w)
-        z0_hat = model.estimate_z0(z_t, z0, t, output=raw)  # (3B, Cz, h, w)
-
-        target = model.diffusion_target(z0, noise, t)
-        loss_diff = F.mse_loss(raw[: 2 * b].float(), target[: 2 * b].float())
+        # every latent noised at its own random timestep, one denoiser pass; the diffusion loss on the
+        # source and mixed latents only, z0_hat (3B, Cz, h, w) for all three
+        loss_diff, z0_hat = model.diffusion.loss(z0, z0, generator, rows=slice(0, 2 * b))
 
         size = x_s.shape[-2:]
         if self.discriminator is not None and self.adversarial_input == "fused":
@@ -193,10 +186,9 @@ class Stage2(Stage1):
             ema_update(self.ema_model.decoder, self.model.decoder, self.ema_alpha, step)
 
 
-def stage1_weights(config: "Config", stage2_name: str) -> dict:
+def stage1_weights(config: Any, stage2_name: str) -> dict:
     """State dict of the stage-1 model stage 2 starts from, after checking the architecture."""
-    from ..models import ICCLD
-    from ..training.checkpoint import load_checkpoint, read_training_info, resolve_checkpoint
+    from ..io import load_checkpoint, load_pretrained, read_training_info, resolve_checkpoint
 
     where = config.method.stage1_checkpoint
     try:
@@ -214,7 +206,7 @@ def stage1_weights(config: "Config", stage2_name: str) -> dict:
         info = {"method": (state.get("method") or {}).get("name", state["config"]["method"]["name"])}
         weights = state["ema_model" if config.method.stage1_weights == "ema" else "model"]
     else:
-        loaded = ICCLD.from_pretrained(ref.path)
+        loaded = load_pretrained(ref.path)
         model_cfg, weights = dataclasses.asdict(loaded.config), loaded.state_dict()
         info = read_training_info(ref.path)
     if info.get("method") == stage2_name:

@@ -1,63 +1,67 @@
-"""The networks: E (MiT + latent head), eps_theta (U-Net), D (fusion decoder), the discriminator.
-
-:func:`build_model` is the one place that reads a :class:`~iccld.config.ModelConfig`.
+"""The networks: E (a backbone + the latent head), eps_theta (U-Net) inside the latent diffusion,
+D (fusion decoder), the discriminator. Tensors in, tensors out: nothing here reads a config or a
+file (:mod:`iccld.io` builds a network from a ``ModelConfig`` and saves and loads it).
 """
 
 from __future__ import annotations
 
-from ..config import ModelConfig
-from ..diffusion import build_sampler, build_train_scheduler, check_steps
-from ..errors import ConfigError
+from torch import nn
+
+from ..diffusion import build_sampler, build_train_scheduler
+from ..diffusion.latent import LatentDiffusion
+from .backbones import BACKBONES, build_backbone, level_of_stride
 from .decoder import FusionDecoder
 from .denoiser import build_denoiser
 from .discriminator import PatchDiscriminator
-from .encoder import LEVEL_STRIDES, build_encoder, encoder_channels, level_of_stride
-from .iccld import ICCLD, Prediction, read_model_config
+from .iccld import ICCLD, Prediction
 from .latent_head import LatentHead
-from .presets import PRESETS, preset
-from .pretrained import LoadReport, load_backbone_weights
 
 
-def build_model(cfg: ModelConfig) -> ICCLD:
-    """The ICCLD network described by ``cfg``; loads ``cfg.pretrained`` into E when set.
+def build_model(encoder: nn.Module, *, num_classes: int, latent_channels: int, latent_stride: int,
+                skip_strides: list[int], inter_coder: bool = True, decoder_channels: int = 256,
+                dropout: float = 0.1, latent_norm: bool = True, unet_channels: list[int] = (128, 256, 256),
+                unet_layers_per_block: int = 2, unet_attention: bool = True, unet_mid_block: bool = True,
+                unet_norm_groups: int = 0, denoiser_residual: bool = True, num_train_timesteps: int = 1000,
+                beta_schedule: str = "squaredcos_cap_v2", prediction_type: str = "sample",
+                sampling_steps: int = 4, fast_sampling: bool = True) -> ICCLD:
+    """The ICCLD network around a built backbone ``encoder`` (see :mod:`iccld.models.backbones`).
 
-    Every architectural choice is a field of ``cfg``; see :class:`~iccld.config.ModelConfig`.
+    The latent head reads the encoder's two deepest levels and D its levels at ``skip_strides``,
+    whatever channels the encoder declares. The arguments mirror the fields of
+    :class:`iccld.config.ModelConfig`, which documents them; the defaults are the paper's.
     """
-    if cfg.num_classes < 1:
-        raise ConfigError(f"model.num_classes: must be >= 1, got {cfg.num_classes}")
-    if cfg.latent_channels < 1:
-        raise ConfigError(f"model.latent_channels: must be >= 1, got {cfg.latent_channels}")
-    if cfg.latent_stride not in LEVEL_STRIDES:
-        raise ConfigError(f"model.latent_stride: must be one of {LEVEL_STRIDES}, got {cfg.latent_stride}")
-    if cfg.decoder_channels < 1:
-        raise ConfigError(f"model.decoder_channels: must be >= 1, got {cfg.decoder_channels}")
-    if not 0 <= cfg.dropout < 1:
-        raise ConfigError(f"model.dropout: must be in [0, 1), got {cfg.dropout}")
-    if len(set(cfg.skip_strides)) != len(cfg.skip_strides):
-        raise ConfigError(f"model.skip_strides: repeated strides in {cfg.skip_strides}")
-    check_steps(cfg.sampling_steps, cfg.num_train_timesteps)
-    skip_levels = [level_of_stride(s) for s in cfg.skip_strides]
-
-    encoder = build_encoder(cfg.backbone)
-    if cfg.pretrained:
-        load_backbone_weights(encoder, cfg.pretrained)
-    ch = encoder_channels(encoder)  # channels of the stride 4, 8, 16, 32 levels
-    latent_head = LatentHead((ch[2], ch[3]), cfg.latent_channels, hidden_channels=ch[2], normalize=cfg.latent_norm)
-    skip_channels = [ch[i] for i in skip_levels] if cfg.inter_coder else []
-    decoder = FusionDecoder(cfg.latent_channels, skip_channels, cfg.decoder_channels, cfg.num_classes,
-                            dropout=cfg.dropout)
+    if num_classes < 1:
+        raise ValueError(f"num_classes: must be >= 1, got {num_classes}")
+    if latent_channels < 1:
+        raise ValueError(f"latent_channels: must be >= 1, got {latent_channels}")
+    if decoder_channels < 1:
+        raise ValueError(f"decoder_channels: must be >= 1, got {decoder_channels}")
+    if not 0 <= dropout < 1:
+        raise ValueError(f"dropout: must be in [0, 1), got {dropout}")
+    if len(set(skip_strides)) != len(skip_strides):
+        raise ValueError(f"skip_strides: repeated strides in {list(skip_strides)}")
+    if latent_stride not in encoder.strides:
+        raise ValueError(f"latent_stride: must be one of the backbone's strides {tuple(encoder.strides)}, "
+                         f"got {latent_stride}")
+    skip_levels = [level_of_stride(encoder, s) for s in skip_strides]
+    ch = list(encoder.channels)
+    latent_levels = (len(ch) - 2, len(ch) - 1)  # the two deepest levels
+    latent_head = LatentHead((ch[-2], ch[-1]), latent_channels, hidden_channels=ch[-2], normalize=latent_norm)
+    skip_channels = [ch[i] for i in skip_levels] if inter_coder else []
+    decoder = FusionDecoder(latent_channels, skip_channels, decoder_channels, num_classes, dropout=dropout)
     # built last, so that the denoiser's settings do not change how E and D are initialised
-    denoiser = build_denoiser(cfg.latent_channels, list(cfg.unet_channels), cfg.unet_layers_per_block,
-                              mid_attention=cfg.unet_attention, mid_block=cfg.unet_mid_block,
-                              zero_output=cfg.denoiser_residual, groups=cfg.unet_norm_groups)
-    scheduler = build_train_scheduler(cfg.num_train_timesteps, cfg.beta_schedule, cfg.prediction_type)
-    sampler = build_sampler(cfg.num_train_timesteps, cfg.beta_schedule, cfg.prediction_type)
-    return ICCLD(encoder, latent_head, denoiser, decoder, scheduler, sampler, skip_levels=skip_levels,
-                 inter_coder=cfg.inter_coder, latent_stride=cfg.latent_stride,
-                 sampling_steps=cfg.sampling_steps, residual=cfg.denoiser_residual, config=cfg)
+    denoiser = build_denoiser(latent_channels, list(unet_channels), unet_layers_per_block,
+                              mid_attention=unet_attention, mid_block=unet_mid_block,
+                              zero_output=denoiser_residual, groups=unet_norm_groups)
+    diffusion = LatentDiffusion(denoiser, build_train_scheduler(num_train_timesteps, beta_schedule, prediction_type),
+                                build_sampler(num_train_timesteps, beta_schedule, prediction_type),
+                                sampling_steps=sampling_steps, residual=denoiser_residual,
+                                fast_sampling=fast_sampling)
+    return ICCLD(encoder, latent_head, diffusion, decoder, skip_levels=skip_levels, inter_coder=inter_coder,
+                 latent_stride=latent_stride, latent_levels=latent_levels)
 
 
 __all__ = [
-    "ICCLD", "FusionDecoder", "LatentHead", "LoadReport", "PRESETS", "PatchDiscriminator", "Prediction",
-    "build_denoiser", "build_encoder", "build_model", "load_backbone_weights", "preset", "read_model_config",
+    "BACKBONES", "ICCLD", "FusionDecoder", "LatentDiffusion", "LatentHead", "PatchDiscriminator", "Prediction",
+    "build_backbone", "build_denoiser", "build_model",
 ]

@@ -12,7 +12,7 @@ import yaml
 
 from ..config import Config, from_dict, load_config, to_dict
 from ..errors import TrainingError
-from .checkpoint import CKPT_NAME, FINAL_DIR, load_checkpoint
+from ..io.checkpoint import CKPT_NAME, FINAL_DIR, load_checkpoint
 
 # what a run folder holds; --overwrite removes exactly these, nothing else a user put there
 RUN_FILES = ("config.yaml", CKPT_NAME, "results.json")

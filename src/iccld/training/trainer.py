@@ -30,9 +30,10 @@ from torch.utils.data import DataLoader
 
 from ..config import Config, save_config, to_dict
 from ..errors import TrainingError
+from ..io.checkpoint import CKPT_NAME, FINAL_DIR, TRAINING_INFO, rng_state, save_checkpoint, set_rng_state
+from ..io.pretrained import save_pretrained
 from ..methods import LABELLED_TARGET, SOURCE, TARGET, Method, StepOutput, build_method
 from ..utils import atomic_write_text, seed_everything
-from .checkpoint import CKPT_NAME, FINAL_DIR, TRAINING_INFO, rng_state, save_checkpoint, set_rng_state
 from .sampler import KeySampler
 from .schedule import lr_factor
 
@@ -410,7 +411,7 @@ class Trainer:
 
     def _write_final(self, results: dict) -> None:
         final_dir = self.run_dir / FINAL_DIR
-        self.method.ema_model.save_pretrained(final_dir)
+        save_pretrained(self.method.ema_model, final_dir)
         info = {"method": self.method.name, "inference_path": self.method.inference_path,
                 "iteration": self.iteration, "weights": "ema_model"}
         atomic_write_text(final_dir / TRAINING_INFO, json.dumps(info, indent=2))

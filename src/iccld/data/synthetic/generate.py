@@ -20,6 +20,7 @@ from PIL import Image
 
 from ...errors import ConfigError, DataError
 from ...utils import atomic_write_text
+from ..prepare import prepare_dataset
 from .appearance import render_image
 from .canvas import Canvas
 from .scene import draw_scene
@@ -231,8 +232,6 @@ def generate(out: str | Path, seed: int = 0, num_source: int = 2000, num_target:
                            target_style, progress)
     if meta["status"] == "already generated":
         return meta
-    from ..prepare import prepare_dataset  # lazy: prepare imports this package's siblings
-
     prepared = {"gta5": prepare_dataset("gta5", out / "source", workers, progress=progress),
                 "cityscapes": prepare_dataset("cityscapes", out / "target", workers, progress=progress)}
     _mark_complete(out, meta)

@@ -1,20 +1,22 @@
-"""Loading pretrained MiT weights into E, loudly.
+"""Loading pretrained (ImageNet) weights into E's backbone, loudly.
 
 A backbone that silently stays randomly initialised is a known trap of DAFormer-style code (users
 saw mIoU 26 instead of 68). So :func:`load_backbone_weights` reports what it loaded, logs every
 missing and unexpected key, and raises :class:`CheckpointError` when nothing matched or a shape
-does not fit (a checkpoint of another MiT size).
+does not fit (a checkpoint of another size).
 
-Accepted sources:
-- a Hugging Face hub id (``nvidia/mit-b5``), fetched with ``SegformerModel.from_pretrained``;
+The weights load into the backbone's ``pretrained_part()``, a model of its ``hf_class`` (see
+:mod:`iccld.models.backbones`). Accepted sources:
+- a Hugging Face hub id (``nvidia/mit-b5``, ``facebook/dinov2-small``, ``microsoft/resnet-101``),
+  fetched with ``hf_class.from_pretrained``;
 - a local folder written by ``save_pretrained`` (``model.safetensors`` / ``pytorch_model.bin``,
   sharded or not), including an ICCLD ``save_pretrained`` folder (its ``encoder.*`` tensors);
 - a state-dict file: ``.safetensors``, ``.bin``, ``.pth`` or ``.pt``.
 
-Key layouts understood: transformers 5 (``stages.0.blocks.0.attention.q_proj``), transformers 4 /
-the hub files (``encoder.block.0.0.attention.self.query``) and the original NVIDIA / mmseg MiT
-files such as DAFormer's ``pretrained/mit_b5.pth`` (``block1.0.attn.q``, fused ``attn.kv``), each
-optionally under a ``segformer.`` / ``backbone.`` / ``module.`` / ``model.`` / ``encoder.`` prefix.
+Key names: the hf_class's own, optionally under wrapper prefixes (``module.``, ``model.``,
+``backbone.``, ``encoder.``, or a task model's ``segformer.`` / ``dinov2.`` / ``resnet.``). For MiT also
+transformers 4 / the hub files (``encoder.block.0.0.attention.self.query``) and the original NVIDIA /
+mmseg files such as DAFormer's ``pretrained/mit_b5.pth`` (``block1.0.attn.q``, fused ``attn.kv``).
 """
 
 from __future__ import annotations
@@ -93,11 +95,9 @@ def _looks_like_hub_id(source: str) -> bool:
             and not source.startswith((".", "/")) and not source.endswith(STATE_DICT_SUFFIXES))
 
 
-def _read_hub(source: str) -> dict[str, torch.Tensor]:
-    from transformers import SegformerModel
-
+def _read_hub(source: str, hf_class: type) -> dict[str, torch.Tensor]:
     try:
-        model = SegformerModel.from_pretrained(source)
+        model = hf_class.from_pretrained(source)
     except (OSError, ValueError) as exc:
         raise CheckpointError(
             f"model.pretrained: '{source}' is not a local path and could not be loaded from the Hugging Face "
@@ -107,8 +107,9 @@ def _read_hub(source: str) -> dict[str, torch.Tensor]:
     return model.state_dict()
 
 
-def read_backbone_state_dict(source: str | Path) -> dict[str, torch.Tensor]:
-    """The raw tensors of ``source`` (hub id, folder or file), keys as stored."""
+def read_backbone_state_dict(source: str | Path, hf_class: type | None = None) -> dict[str, torch.Tensor]:
+    """The raw tensors of ``source`` (hub id, folder or file), keys as stored; a hub id is fetched
+    with ``hf_class.from_pretrained`` (default: SegformerModel)."""
     path = Path(source).expanduser()
     if path.is_dir():
         return _read_folder(path)
@@ -117,7 +118,9 @@ def read_backbone_state_dict(source: str | Path) -> dict[str, torch.Tensor]:
             raise CheckpointError(f"{path}: expected a {'/'.join(STATE_DICT_SUFFIXES)} file or a folder")
         return _read_file(path)
     if _looks_like_hub_id(str(source)):
-        return _read_hub(str(source))
+        if hf_class is None:
+            from transformers import SegformerModel as hf_class
+        return _read_hub(str(source), hf_class)
     raise CheckpointError(f"model.pretrained: '{source}' not found (neither a file, a folder nor a hub id "
                           "like nvidia/mit-b5)")
 
@@ -193,7 +196,7 @@ def _convert_mit_key(key: str, value: torch.Tensor) -> dict[str, torch.Tensor]:
     return {key: value}
 
 
-def normalize_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def normalize_mit_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Rename a MiT state dict of any understood layout to transformers-5 ``SegformerModel`` keys.
 
     Keys that belong to no encoder (classifier heads, decoders) pass through unchanged, so the
@@ -221,15 +224,68 @@ def _preview(keys: list[str], n: int = 5) -> str:
     return ", ".join(keys[:n]) + (f", ... ({len(keys)} in all)" if len(keys) > n else "")
 
 
-def load_backbone_weights(encoder: nn.Module, source: str | Path) -> LoadReport:
-    """Copy the MiT weights of ``source`` into ``encoder`` (a transformers ``SegformerModel``).
+# DINOv2: the hub files (and transformers 5's save_pretrained, which writes the hub layout) -> the
+# names of transformers 5's Dinov2Model (the table its from_pretrained applies itself)
+_DINOV2_RENAMES = [
+    (r"\.attention\.attention\.query\.", ".attention.q_proj."),
+    (r"\.attention\.attention\.key\.", ".attention.k_proj."),
+    (r"\.attention\.attention\.value\.", ".attention.v_proj."),
+    (r"\.attention\.output\.dense\.", ".attention.o_proj."),
+]
+
+
+def normalize_dinov2_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename a DINOv2 state dict of the hub layout to transformers-5 ``Dinov2Model`` keys; the
+    SwiGLU MLP of ViT-g stores its gate and up projections fused (``weights_in``, rows [0, H) the
+    gate, [H, 2H) the up projection)."""
+    out = {}
+    for key, value in state.items():
+        for pattern, repl in _DINOV2_RENAMES:
+            key = re.sub(pattern, repl, key)
+        if ".mlp.weights_in." in key:
+            gate, up = value.chunk(2, dim=0)
+            out[key.replace(".weights_in.", ".gate_proj.")] = gate
+            out[key.replace(".weights_in.", ".up_proj.")] = up
+            continue
+        out[key.replace(".mlp.weights_out.", ".mlp.down_proj.")] = value
+    return out
+
+
+_WRAPPERS = ("module.", "model.", "backbone.", "encoder.", "segformer.", "dinov2.", "vit.", "resnet.")
+
+
+def match_keys(state: dict[str, torch.Tensor], own: dict) -> dict[str, torch.Tensor]:
+    """Strip wrapper prefixes (:data:`_WRAPPERS`, one at a time) from each key until it names a
+    tensor of ``own``; keys that never do pass through unchanged, to be reported as unexpected."""
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        k = key
+        while k not in own:
+            prefix = next((p for p in _WRAPPERS if k.startswith(p)), None)
+            if prefix is None:
+                break
+            k = k[len(prefix):]
+        out[k if k in own else key] = value
+    return out
+
+
+def load_backbone_weights(backbone: nn.Module, source: str | Path) -> LoadReport:
+    """Copy the weights of ``source`` into ``backbone.pretrained_part()`` (see the module docstring).
 
     Logs how many tensors were loaded and every missing (left at random init) and unexpected
     (ignored) key. Raises :class:`CheckpointError` when ``source`` cannot be read, when no tensor at
-    all matched, or when a matching name has another shape (a checkpoint of a different MiT size).
+    all matched, or when a matching name has another shape (a checkpoint of a different size).
     """
-    state = normalize_keys(read_backbone_state_dict(source))
-    own = encoder.state_dict()
+    from transformers import Dinov2Model, SegformerModel
+
+    target = backbone.pretrained_part()
+    state = read_backbone_state_dict(source, backbone.hf_class)
+    if isinstance(target, SegformerModel):
+        state = normalize_mit_keys(state)
+    elif isinstance(target, Dinov2Model):
+        state = normalize_dinov2_keys(state)
+    own = target.state_dict()
+    state = match_keys(state, own)
     matched = {k: v for k, v in state.items() if k in own}
     wrong_shape = [k for k, v in matched.items() if tuple(v.shape) != tuple(own[k].shape)]
     if wrong_shape:
@@ -237,11 +293,12 @@ def load_backbone_weights(encoder: nn.Module, source: str | Path) -> LoadReport:
         raise CheckpointError(
             f"model.pretrained: '{source}' is for another backbone: {k} has shape {tuple(matched[k].shape)} "
             f"there but {tuple(own[k].shape)} in this model ({len(wrong_shape)} tensors differ); set "
-            "model.backbone to the checkpoint's size (e.g. nvidia/mit-b5 needs mit-b5)")
+            "model.backbone to the checkpoint's size (e.g. nvidia/mit-b5 needs mit-b5, facebook/dinov2-small "
+            "needs dinov2-small)")
     if not matched:
         raise CheckpointError(
-            f"model.pretrained: no tensor in '{source}' matches the MiT encoder (its keys look like "
-            f"{_preview(sorted(state), 3)}); pass MiT/SegFormer backbone weights")
+            f"model.pretrained: no tensor in '{source}' matches the {type(target).__name__} backbone (its keys "
+            f"look like {_preview(sorted(state), 3)}); pass {backbone.hf_class.__name__} weights")
     missing = sorted(k for k in own if k not in matched)
     unexpected = sorted(k for k in state if k not in own)
     with torch.no_grad():

@@ -89,7 +89,7 @@ class CheckpointRef:
 def resolve_checkpoint(path: str | Path) -> CheckpointRef:
     """A run folder (-> its last.ckpt), a .ckpt file, a save_pretrained folder, or a Hub repo id
     ``USER/NAME[@REV]`` (-> its snapshot folder in the Hub cache; a local path of that name wins)."""
-    from ..hub import resolve_model_source
+    from .hub import resolve_model_source
 
     path = resolve_model_source(path)
     if not path.exists():

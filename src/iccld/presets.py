@@ -15,8 +15,8 @@ from __future__ import annotations
 import dataclasses
 import difflib
 
-from ..config import ModelConfig
-from ..errors import ConfigError
+from .sections import ModelConfig
+from .errors import ConfigError
 
 PRESETS: dict[str, ModelConfig] = {
     "cpu": ModelConfig(

@@ -1,0 +1,40 @@
+"""Running eps_theta, a ``diffusers.UNet2DModel`` on concat(z_t, z0), on any latent size.
+
+It runs on the latent grid (stride 16 by default), so inputs are tiny (8 x 16 for a 128 x 256 crop)
+and often odd-sized. :func:`run_denoiser` pads the input (replicate) to a multiple of the U-Net's
+total downsampling factor and crops the output back, so any latent size works.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from diffusers import UNet2DModel
+
+
+def downsample_factor(unet: UNet2DModel) -> int:
+    """Spatial sizes must be a multiple of this: 2**(number of levels - 1)."""
+    return 2 ** (len(unet.config.block_out_channels) - 1)
+
+
+def pad_to(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Pad (replicate: works for any size, reflect needs pad < size) at the bottom and right to a
+    multiple of ``multiple``: (B, C, h, w) -> (B, C, h', w')."""
+    h, w = x.shape[-2:]
+    pad_h, pad_w = (-h) % multiple, (-w) % multiple
+    if pad_h or pad_w:
+        x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+    return x
+
+
+def run_denoiser(unet: UNet2DModel, z_t: torch.Tensor, z0: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Raw network output on concat(z_t, z0) at timesteps ``t`` (B,), for any latent size.
+
+    z_t, z0: (B, Cz, h, w) -> output (B, Cz, h, w).
+    """
+    h, w = z_t.shape[-2:]
+    x = pad_to(torch.cat([z_t, z0], dim=1), downsample_factor(unet))  # (B, 2Cz, h', w')
+    out = unet(x, t, return_dict=False)[0]  # (B, Cz, h', w')
+    return out[..., :h, :w]
+
+

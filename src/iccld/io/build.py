@@ -1,0 +1,70 @@
+"""A ``ModelConfig`` -> the network: the one place that reads the model section of a config.
+
+:func:`build_model_from_config` checks the settings (errors name the config field), builds the
+backbone by name, loads its ImageNet weights when ``model.pretrained`` is set, and passes plain
+arguments to :func:`iccld.models.build_model`.
+"""
+
+from __future__ import annotations
+
+from ..sections import ModelConfig
+from ..diffusion import check_steps
+from ..errors import ConfigError
+from ..models import BACKBONES, ICCLD, build_backbone, build_model
+from .backbone_weights import load_backbone_weights
+
+
+def check_model_config(cfg: ModelConfig) -> None:
+    """Raise :class:`ConfigError` naming the field for a setting no network can be built from."""
+    if cfg.backbone not in BACKBONES:
+        raise ConfigError(f"model.backbone: '{cfg.backbone}' is not one of {', '.join(BACKBONES)}")
+    if cfg.num_classes < 1:
+        raise ConfigError(f"model.num_classes: must be >= 1, got {cfg.num_classes}")
+    if cfg.latent_channels < 1:
+        raise ConfigError(f"model.latent_channels: must be >= 1, got {cfg.latent_channels}")
+    if cfg.decoder_channels < 1:
+        raise ConfigError(f"model.decoder_channels: must be >= 1, got {cfg.decoder_channels}")
+    if not 0 <= cfg.dropout < 1:
+        raise ConfigError(f"model.dropout: must be in [0, 1), got {cfg.dropout}")
+    if len(set(cfg.skip_strides)) != len(cfg.skip_strides):
+        raise ConfigError(f"model.skip_strides: repeated strides in {cfg.skip_strides}")
+    check_steps(cfg.sampling_steps, cfg.num_train_timesteps)
+
+
+def _check_strides(cfg: ModelConfig, strides: tuple[int, ...]) -> None:
+    if cfg.latent_stride not in strides:
+        raise ConfigError(f"model.latent_stride: must be one of {strides} (the strides of {cfg.backbone}), "
+                          f"got {cfg.latent_stride}")
+    for s in cfg.skip_strides:
+        if s not in strides:
+            raise ConfigError(f"model.skip_strides: each must be one of {strides} (the strides of "
+                              f"{cfg.backbone}), got {s}")
+
+
+def build_model_from_config(cfg: ModelConfig, load_weights: bool = True) -> ICCLD:
+    """The ICCLD network described by ``cfg``; loads ``cfg.pretrained`` into E when set and
+    ``load_weights`` (a checkpoint that holds every weight passes False). The network records
+    ``cfg`` as ``model.config``, which :func:`iccld.io.save_pretrained` writes."""
+    check_model_config(cfg)
+    encoder = build_backbone(cfg.backbone)
+    _check_strides(cfg, tuple(encoder.strides))
+    if cfg.pretrained and load_weights:
+        load_backbone_weights(encoder, cfg.pretrained)
+    try:
+        model = _build(cfg, encoder)
+    except ValueError as exc:  # the network names the argument, which is the field of ModelConfig
+        raise ConfigError(f"model.{exc}") from None
+    model.config = cfg
+    return model
+
+
+def _build(cfg: ModelConfig, encoder) -> ICCLD:
+    return build_model(
+        encoder, num_classes=cfg.num_classes, latent_channels=cfg.latent_channels,
+        latent_stride=cfg.latent_stride, skip_strides=list(cfg.skip_strides), inter_coder=cfg.inter_coder,
+        decoder_channels=cfg.decoder_channels, dropout=cfg.dropout, latent_norm=cfg.latent_norm,
+        unet_channels=list(cfg.unet_channels), unet_layers_per_block=cfg.unet_layers_per_block,
+        unet_attention=cfg.unet_attention, unet_mid_block=cfg.unet_mid_block,
+        unet_norm_groups=cfg.unet_norm_groups, denoiser_residual=cfg.denoiser_residual,
+        num_train_timesteps=cfg.num_train_timesteps, beta_schedule=cfg.beta_schedule,
+        prediction_type=cfg.prediction_type, sampling_steps=cfg.sampling_steps)

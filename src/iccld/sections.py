@@ -1,0 +1,106 @@
+"""The typed sections of a run's config that the lower layers read: datasets, the network, the
+optimiser and the trainer. Plain dataclasses whose defaults live here and nowhere else.
+
+They are apart from :mod:`iccld.config`, which puts them together with the method's own section
+(declared by each method in :mod:`iccld.methods`) and reads YAML files: the networks' builders and
+the datasets need these types, and must not depend on the methods.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+
+@dataclass
+class DatasetConfig:
+    """One dataset split. ``kind`` is gta5 | synthia | cityscapes | acdc | darkzurich | folder."""
+
+    kind: str = "cityscapes"
+    root: str = ""
+    split: str = "train"  # cityscapes: train | val | test; folder datasets: a sub-folder or ""
+    # (W, H) the image is resized to before cropping; null keeps the original size.
+    resize: Optional[list[int]] = None
+    # folder datasets only: path of the YAML that describes the layout and label map
+    spec: str = ""
+    # acdc: the conditions to use (fog, night, rain, snow; null: all four); darkzurich: the times of
+    # day (day, twilight, night; null: night)
+    conditions: Optional[list[str]] = None
+
+
+@dataclass
+class DataConfig:
+    source: DatasetConfig = field(default_factory=lambda: DatasetConfig(kind="gta5", resize=[1280, 720]))
+    target: DatasetConfig = field(default_factory=lambda: DatasetConfig(kind="cityscapes", resize=[1024, 512]))
+    val: DatasetConfig = field(
+        default_factory=lambda: DatasetConfig(kind="cityscapes", split="val", resize=[1024, 512]))
+    crop_size: list[int] = field(default_factory=lambda: [512, 512])  # (H, W)
+    cat_max_ratio: float = 0.75  # at most this share of a crop may be one class (DAFormer)
+    flip: bool = True
+    num_workers: int = 4
+    skip_bad: bool = False  # skip unreadable image/label pairs instead of stopping, and count them
+    # rare class sampling of the source (needs sample_class_stats.json from `iccld prepare`)
+    rcs_temperature: float = 0.01  # 0 disables
+    rcs_min_pixels: int = 3000
+    rcs_min_crop_ratio: float = 0.5
+
+
+@dataclass
+class ModelConfig:
+    """The ICCLD network (see docs/method.md). Presets fill these in, see iccld.presets."""
+
+    # mit-b0 .. mit-b5, dinov2-small/base/large/giant, resnet-50/101; *-tiny for the CPU benchmark and tests
+    backbone: str = "mit-b5"
+    pretrained: str = ""  # hub id (nvidia/mit-b5, facebook/dinov2-small), a local folder or a .safetensors/.bin file
+    num_classes: int = 19
+    latent_channels: int = 32  # Cz
+    latent_stride: int = 16  # s: z0 is (B, Cz, H/s, W/s)
+    inter_coder: bool = True  # the inter-coder connection: E's shallow features into D
+    skip_strides: list[int] = field(default_factory=lambda: [4, 8, 16])
+    decoder_channels: int = 256
+    dropout: float = 0.1
+    # denoiser eps_theta (diffusers.UNet2DModel)
+    unet_channels: list[int] = field(default_factory=lambda: [128, 256, 256])
+    unet_layers_per_block: int = 2
+    unet_attention: bool = True  # self-attention in the U-Net's middle block (diffusers' default)
+    unet_mid_block: bool = True  # the U-Net's middle block (two ResNet blocks at the lowest resolution)
+    # GroupNorm groups in the U-Net; 0: the most (<= 32) that leave every level >= 4 channels per group.
+    # One channel per group would erase the per-channel timestep shift: the U-Net could not see t.
+    unet_norm_groups: int = 0
+    latent_norm: bool = True  # normalise each latent vector of z0 over its Cz channels
+    # eps_theta's output is added to its condition z0 (prediction type "sample" only), with a
+    # zero-initialised output layer: the diffusion path starts exactly at the stage-1 path D(z0)
+    # and stage 2 learns corrections of it
+    denoiser_residual: bool = True
+    num_train_timesteps: int = 1000
+    beta_schedule: str = "squaredcos_cap_v2"
+    prediction_type: str = "sample"  # sample | epsilon | v_prediction
+    sampling_steps: int = 4  # K, DDIM steps at inference
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 6e-5
+    head_lr_mult: float = 10.0  # heads (everything but the backbone) train at lr x this
+    weight_decay: float = 0.01
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    warmup_iters: int = 1500
+    warmup_ratio: float = 1e-6
+    poly_power: float = 1.0
+    min_lr: float = 0.0
+    grad_clip: float = 0.0  # 0 disables
+
+
+@dataclass
+class TrainerConfig:
+    max_iters: int = 40000
+    batch_size: int = 2  # per device, for each of source and target
+    seed: int = 0
+    eval_interval: int = 4000
+    checkpoint_interval: int = 1000
+    log_interval: int = 50
+    mixed_precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | no | bf16 | fp16
+    eval_slide: bool = False  # sliding-window evaluation instead of whole image
+    eval_max_images: int = 0  # 0 = the whole split; periodic evaluation only
+    skip_nonfinite: int = 0  # skip up to this many batches with a non-finite loss, then stop
+    deterministic: bool = False
