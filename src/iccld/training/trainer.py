@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader
 from ..config import Config, save_config, to_dict
 from ..errors import TrainingError
 from ..methods import Method, build_method
+from ..outputs import record_outputs
 from ..utils import atomic_write_text, seed_everything
 from .checkpoint import CKPT_NAME, FINAL_DIR, TRAINING_INFO, rng_state, save_checkpoint, set_rng_state
 from .sampler import KeySampler
@@ -41,6 +42,14 @@ def resolve_precision(requested: str) -> str:
     if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
         return "bf16"
     return "no"
+
+
+def ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: workers leave SIGINT/SIGTERM to the main process, which saves a
+    stop checkpoint. Ctrl-C, ``timeout``, SLURM and ``kill -- -PGID`` signal the whole process group;
+    a worker that died of it would take the run down with a traceback and no checkpoint."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _cycle(loader: DataLoader):
@@ -74,7 +83,8 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.accelerator.mixed_precision == "fp16")
         self.iteration = 0
         self.skipped_nonfinite = 0
-        self.skipped_bad = 0  # unreadable training pairs passed over (data.skip_bad), all workers
+        self.bad_pairs: set[str] = set()  # distinct unreadable training pairs passed over (data.skip_bad)
+        self.saved_iteration: int | None = None  # of the last checkpoint on disk
         self._stop_signal: int | None = None
         self.history: list[dict] = []
 
@@ -121,7 +131,8 @@ class Trainer:
                              start_iter=self.iteration, rank=self.rank, world_size=self.world_size)
         return DataLoader(self.datasets[name], batch_size=tc.batch_size, sampler=sampler,
                           num_workers=d.num_workers, pin_memory=self.device.type == "cuda",
-                          persistent_workers=False, drop_last=True)
+                          persistent_workers=False, drop_last=True,
+                          worker_init_fn=ignore_stop_signals if d.num_workers else None)
 
     # state -----------------------------------------------------------------------------------
 
@@ -135,7 +146,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
             "rng": rng_state(),
-            "data": {"sampler_iteration": self.iteration, "skipped_bad": self.skipped_bad},
+            "data": {"sampler_iteration": self.iteration, "bad_pairs": sorted(self.bad_pairs)},
             "skipped_nonfinite": self.skipped_nonfinite,
             "history": json.dumps(self.history),
         }
@@ -155,18 +166,30 @@ class Trainer:
             self.disc_optimizer.load_state_dict(state["disc_optimizer"])
         self.iteration = int(state["iteration"])
         self.skipped_nonfinite = int(state.get("skipped_nonfinite", 0))
-        self.skipped_bad = int(state.get("data", {}).get("skipped_bad", 0))
+        self.bad_pairs = set(state.get("data", {}).get("bad_pairs", []))
+        self.saved_iteration = self.iteration
         self.history = json.loads(state.get("history", "[]"))
         set_rng_state(state["rng"])
 
     def save(self) -> None:
         if self.is_main:
-            save_checkpoint(self.run_dir / CKPT_NAME, self.state_dict())
+            path = self.run_dir / CKPT_NAME
+            logs = [p for p in (self.run_dir / "logs").glob("events.out.tfevents.*")]
+            record_outputs(self.run_dir, [path, *logs], "train")
+            try:
+                save_checkpoint(path, self.state_dict())
+            except OSError as exc:  # the write goes through a temporary file: the old one is untouched
+                kept = (f"the previous {CKPT_NAME} (iteration {self.saved_iteration}) is intact"
+                        if self.saved_iteration is not None else "no earlier checkpoint exists")
+                raise TrainingError(f"{path}: cannot write the checkpoint of iteration {self.iteration} "
+                                    f"({exc.strerror or exc}); {kept}") from None
+            self.saved_iteration = self.iteration
         self.accelerator.wait_for_everyone()
 
     def skipped_bad_total(self) -> int:
-        """Training pairs counted through the batches (workers' datasets are copies) + val pairs."""
-        return self.skipped_bad + int(getattr(self.datasets["val"], "num_skipped", 0))
+        """Distinct unreadable pairs: training ones named in the batches (workers' datasets are copies)
+        and validation ones (read in this process)."""
+        return len(self.bad_pairs | getattr(self.datasets["val"], "bad_pairs", set()))
 
     # the loop --------------------------------------------------------------------------------
 
@@ -278,6 +301,7 @@ class Trainer:
         self.stopped_by: int | None = None
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            record_outputs(self.run_dir, ["config.yaml"], "train")
             save_config(self.config, self.run_dir / "config.yaml")
         writer = SummaryWriter(str(self.run_dir / "logs"), purge_step=self.iteration) if self.is_main else None
         streams = {}
@@ -291,8 +315,16 @@ class Trainer:
         started, start_iter = time.time(), self.iteration
         try:
             while self.iteration < tc.max_iters:
-                batch = {name: self._to_device(next(stream)) for name, stream in streams.items()}
-                self.skipped_bad += sum(int(b["skipped"].sum()) for b in batch.values() if "skipped" in b)
+                try:
+                    batch = {name: self._to_device(next(stream)) for name, stream in streams.items()}
+                except RuntimeError:  # a DataLoader worker killed by the signal that stops us
+                    if self._stop_signal is None:
+                        raise
+                    self.save()
+                    self.stopped_by = self._stop_signal
+                    return {}
+                for b in batch.values():  # "bad_pairs": per sample, the "\n"-joined image paths skipped
+                    self.bad_pairs.update(n for names in b.get("bad_pairs", ()) for n in names.split("\n") if n)
                 logged = self.train_step(batch)
                 self.iteration += 1
                 bar.update(1)
@@ -339,6 +371,8 @@ class Trainer:
 
     def _write_final(self, results: dict) -> None:
         final_dir = self.run_dir / FINAL_DIR
+        record_outputs(self.run_dir, [final_dir / name for name in ("config.json", "model.safetensors",
+                                                                    TRAINING_INFO)] + ["results.json"], "train")
         self.method.ema_model.save_pretrained(final_dir)
         info = {"method": self.config.method.name, "inference_path": self.method.inference_path,
                 "iteration": self.iteration, "weights": "ema_model"}
