@@ -166,8 +166,12 @@ class RunLock:
             raise OutputError(f"{self.path.parent}: in use by another iccld ({who}); wait for it to finish "
                               "or stop it, or choose another --out") from None
         self.stale = _holder(fd) or None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode(), 0)
+        except OSError as exc:
+            os.close(fd)
+            raise OSError(exc.errno, exc.strerror, str(self.path)) from None
         self.fd = fd
         return self
 

@@ -52,9 +52,37 @@ def ignore_stop_signals(worker_id: int) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
-def _cycle(loader: DataLoader):
-    while True:  # the sampler is infinite; this only guards against a loader that stops
-        yield from loader
+class _Stream:
+    """Endless batches of a DataLoader (its sampler is infinite); :meth:`close` stops the workers.
+
+    The workers ignore SIGTERM, so DataLoader's last resort (``terminate``, also at interpreter exit)
+    cannot stop one: a failed run would hang. ``close`` shuts them down explicitly and kills a hung
+    one, whatever still refers to the iterator (a traceback does, after a data error).
+    """
+
+    def __init__(self, loader: DataLoader):
+        self.loader, self.iterator = loader, None
+
+    def __next__(self):
+        if self.iterator is None:
+            self.iterator = iter(self.loader)
+        try:
+            return next(self.iterator)
+        except StopIteration:  # only a loader that stops; the sampler does not
+            self.iterator = iter(self.loader)
+            return next(self.iterator)
+
+    def close(self) -> None:
+        iterator, self.iterator = self.iterator, None
+        if iterator is None:
+            return
+        shutdown = getattr(iterator, "_shutdown_workers", None)  # torch's own clean shutdown
+        if shutdown is not None:
+            shutdown()
+        for worker in getattr(iterator, "_workers", []):
+            if worker.is_alive():
+                worker.kill()
+                worker.join(timeout=5)
 
 
 class Trainer:
@@ -306,9 +334,9 @@ class Trainer:
         writer = SummaryWriter(str(self.run_dir / "logs"), purge_step=self.iteration) if self.is_main else None
         streams = {}
         if "source" in self.datasets:
-            streams["source"] = _cycle(self._loader("source", SOURCE_STREAM))
+            streams["source"] = _Stream(self._loader("source", SOURCE_STREAM))
         if "target" in self.datasets:
-            streams["target"] = _cycle(self._loader("target", TARGET_STREAM))
+            streams["target"] = _Stream(self._loader("target", TARGET_STREAM))
         handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         bar = tqdm(total=tc.max_iters, initial=self.iteration, disable=not (self.progress and self.is_main),
                    desc=f"{self.config.method.name}", dynamic_ncols=True, mininterval=1)
@@ -346,6 +374,8 @@ class Trainer:
                     self.stopped_by = self._stop_signal
                     return {}
         finally:
+            for stream in streams.values():
+                stream.close()
             bar.close()
             for s, h in handlers.items():
                 signal.signal(s, h)
