@@ -675,3 +675,136 @@ def test_fault_gives_one_line_and_changes_nothing(name, world, tmp_path, capsys,
 
 def test_the_matrix_has_at_least_60_cases():
     assert len(CASES) >= 60
+
+
+# the environment fails mid-run: the previous checkpoint survives ---------------------------------
+
+def test_disk_full_while_checkpointing_keeps_the_previous_checkpoint(world, tmp_path, capsys):
+    size = sum(p.stat().st_size for p in world["run"].rglob("*") if p.is_file())
+    root = tmp_path / "small"
+    _mount(root, f"size={size + 512 * 1024}")  # room for the run, not for a second last.ckpt
+    try:
+        run = Path(shutil.copytree(world["run"], root / "run"))
+        before = _hashes(run / "last.ckpt", run / "final", run / "results.json")
+        capsys.readouterr()
+        code = main(train(world, run, "--resume", "trainer.max_iters=3"))
+        err = capsys.readouterr().err
+        line = err.replace("\r", "\n").strip().splitlines()[-1]
+        assert code == 2 and "Traceback" not in err, err
+        assert line.startswith("iccld train: error: ") and str(run / "last.ckpt") in line, line
+        assert "no space left on device" in line and "previous last.ckpt (iteration 2) is intact" in line
+        assert _hashes(run / "last.ckpt", run / "final", run / "results.json") == before
+        assert not list(run.glob(".last.ckpt.*.tmp"))  # the partial write was removed
+    finally:
+        _umount(root)
+
+
+# what the policy still allows -----------------------------------------------------------------
+
+def test_overwrite_removes_only_what_the_run_wrote(world, tmp_path, capsys):
+    run = copy_run(world, tmp_path)
+    mine = [user_file(run / "notes.txt"), user_file(run / "logs" / "notes.txt"), user_file(run / "final" / "mine.txt")]
+    old_events = sorted((run / "logs").glob("events.out.tfevents.*"))
+    assert main(train(world, run, "--overwrite", "trainer.max_iters=1")) == 0
+    assert all(p.read_text() == "mine\n" for p in mine)
+    assert not any(p.exists() for p in old_events)  # the earlier run's logs went
+    files = json.loads((run / MARKER).read_text())["files"]
+    assert "notes.txt" not in files and "logs/notes.txt" not in files and files["last.ckpt"] == "train"
+    from iccld.training.checkpoint import load_checkpoint
+
+    assert load_checkpoint(run / "last.ckpt")["iteration"] == 1
+
+
+def test_a_run_of_a_killed_process_is_taken_over_and_its_temporaries_removed(world, tmp_path, capsys):
+    run = copy_run(world, tmp_path)
+    (run / LOCK).write_text(json.dumps({"pid": 2 ** 22 + 7, "host": "gone"}))  # nobody holds the flock
+    orphans = [user_file(run / ".last.ckpt.ab12cd34.tmp", "partial"), user_file(run / "final" / ".model.safetensors.x1y2z3w4.tmp")]
+    theirs = user_file(run / ".notes.tmp", "the user's")
+    capsys.readouterr()
+    assert main(train(world, run, "--resume")) == 0
+    err = capsys.readouterr().err
+    assert f"pid {2 ** 22 + 7} on gone ended without releasing {LOCK}; taking over" in err
+    assert "removed 2 temporary files" in err and "already finished" in err
+    assert not any(p.exists() for p in orphans) and theirs.read_text() == "the user's"
+    assert (run / LOCK).read_text() == ""  # released: emptied, kept (see RunLock)
+
+
+def test_a_legacy_run_without_marker_is_adopted(world, tmp_path, capsys):
+    run = copy_run(world, tmp_path)
+    (run / MARKER).unlink()
+    assert main(train(world, run, "--resume")) == 0
+    files = json.loads((run / MARKER).read_text())["files"]
+    assert {"config.yaml", "last.ckpt", "results.json", "final/model.safetensors"} <= set(files)
+
+
+def test_a_second_process_sees_the_lock(world, tmp_path):
+    """flock across processes, not only across open files of one process."""
+    run = copy_run(world, tmp_path)
+    code = ("import sys; from pathlib import Path; from iccld.outputs import RunLock\n"
+            "lock = RunLock(Path(sys.argv[1])).acquire(); print('locked', flush=True); sys.stdin.read()")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(run)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(Exception, match=f"in use by another iccld \\(pid {holder.pid} on "):
+            RunLock(run).acquire()
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    RunLock(run).acquire().release()  # free again once the holder is gone
+
+
+def test_sixteen_bit_gray_images_are_scaled_not_white(world, tmp_path):
+    from iccld.data.io import read_image
+
+    rng = np.random.default_rng(1)
+    gray8 = rng.integers(0, 256, (30, 41), dtype=np.uint8)
+    png(tmp_path / "in8" / "x.png", gray8)
+    png(tmp_path / "in16" / "x.png", gray8.astype(np.uint16) * 257)  # the same picture in 16 bits
+    assert np.array_equal(read_image(tmp_path / "in16" / "x.png"), np.repeat(gray8[:, :, None], 3, axis=2))
+    for bits in ("8", "16"):
+        assert main(["predict", "--checkpoint", str(world["run"] / "final"), str(tmp_path / f"in{bits}"),
+                     "--out", str(tmp_path / f"out{bits}")]) == 0
+    a, b = (np.asarray(Image.open(tmp_path / f"out{bits}" / "x_trainid.png")) for bits in ("8", "16"))
+    assert np.array_equal(a, b)
+
+
+def test_skip_bad_counts_distinct_pairs(world, tmp_path):
+    from torch.utils.data import default_collate
+
+    from iccld.data.gta5 import GTA5Dataset
+    from iccld.data.transforms import EvalTransform
+
+    source = Path(shutil.copytree(world["bench"] / "source", tmp_path / "source"))
+    first = sorted((source / "images").glob("*.png"))[0]
+    first.write_bytes(b"broken")
+    ds = GTA5Dataset(source, EvalTransform(), skip_bad=True)
+    batch = default_collate([ds[(0, seed)] for seed in range(5)])  # the bad pair is met five times
+    assert ds.num_skipped == 5 and ds.bad_pairs == {str(first)}
+    assert batch["skipped"].tolist() == [1] * 5 and set(batch["bad_pairs"]) == {str(first)}
+
+
+# signals to the whole process group (what `timeout`, SLURM and `kill -- -PGID` send) ----------------
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_to_the_process_group_saves_a_stop_checkpoint(world, tmp_path, signum):
+    from iccld.training.checkpoint import load_checkpoint
+
+    out = tmp_path / "run"
+    argv = train(world, out, "trainer.max_iters=400", "trainer.checkpoint_interval=1000", "data.num_workers=2")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen([sys.executable, "-m", "iccld.cli", *argv], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while not list((out / "logs").glob("events.out.tfevents.*")) and time.time() < deadline:
+            time.sleep(0.2)  # the loop has started
+        time.sleep(1)  # workers are up and batches flow
+        os.killpg(proc.pid, signum)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 128 + signum, err[-2000:]
+    assert f"{signal.Signals(signum).name}: stopped at iteration" in err and "Traceback" not in err, err[-2000:]
+    assert 0 < load_checkpoint(out / "last.ckpt")["iteration"] < 400

@@ -210,7 +210,7 @@ class Trainer:
                 kept = (f"the previous {CKPT_NAME} (iteration {self.saved_iteration}) is intact"
                         if self.saved_iteration is not None else "no earlier checkpoint exists")
                 raise TrainingError(f"{path}: cannot write the checkpoint of iteration {self.iteration} "
-                                    f"({exc.strerror or exc}); {kept}") from None
+                                    f"({(exc.strerror or str(exc)).lower()}); {kept}") from None
             self.saved_iteration = self.iteration
         self.accelerator.wait_for_everyone()
 
