@@ -808,3 +808,10 @@ def test_a_signal_to_the_process_group_saves_a_stop_checkpoint(world, tmp_path, 
     assert proc.returncode == 128 + signum, err[-2000:]
     assert f"{signal.Signals(signum).name}: stopped at iteration" in err and "Traceback" not in err, err[-2000:]
     assert 0 < load_checkpoint(out / "last.ckpt")["iteration"] < 400
+
+
+def test_debug_keeps_the_traceback_of_an_environment_error(world, tmp_path):
+    mine = user_file(tmp_path / "out")
+    with pytest.raises(OSError) as exc:
+        main(["--debug", *train(world, mine / "run")])
+    assert exc.value.filename == str(mine) and mine.read_text() == "mine\n"

@@ -55,7 +55,7 @@ REPORT_FILES = ("report.md", "grid.png", "curves.png")
 def demo_command(args) -> int:
     from .data.synthetic import generate
     from .outputs import check_output_file, record_outputs
-    from .training.commands import run_training
+    from .training.commands import run_started, run_training
 
     out = Path(args.out)
     bench, runs = out / "benchmark", out / "runs"
@@ -70,8 +70,7 @@ def demo_command(args) -> int:
         print(f"[2/3] training {title} ({i}/{len(METHODS)}) in {runs / name}", file=sys.stderr)
         config = load_config(_config_dir() / f"{name}.yaml",
                              method_overrides(bench, runs, name, args.quick, args.seed))
-        started_before = any((runs / name / f).exists() for f in ("last.ckpt", "config.yaml"))
-        code = run_training(config, runs / name, resume=started_before)
+        code = run_training(config, runs / name, resume=run_started(runs / name))
         if code != 0:
             return code
     print(f"[3/3] report in {out / 'report.md'}", file=sys.stderr)

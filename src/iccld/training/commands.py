@@ -128,6 +128,12 @@ def prepare_run(config: Config, run_dir: Path, *, resume: bool, overwrite: bool)
     return load_checkpoint(ckpt)
 
 
+def run_started(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a run to continue (for callers that resume when they can: the demo,
+    the benchmarks); ``--resume`` itself is an error without one."""
+    return any((Path(run_dir) / name).is_file() for name in (CKPT_NAME, "config.yaml"))
+
+
 def train_command(args) -> int:
     overrides = list(args.overrides)
     if args.max_iters is not None:
