@@ -784,9 +784,21 @@ def test_skip_bad_counts_distinct_pairs(world, tmp_path):
     assert batch["skipped"].tolist() == [1] * 5 and set(batch["bad_pairs"]) == {str(first)}
 
 
+def test_a_run_reports_distinct_skipped_pairs(world, tmp_path, capsys):
+    """Two unreadable val images are met 6 times (index 0 skips both, index 1 one; model and EMA are
+    evaluated): the run reports 2."""
+    target = Path(shutil.copytree(world["bench"] / "target", tmp_path / "target"))
+    for image in sorted((target / "leftImg8bit" / "val").rglob("*.png"))[:2]:
+        image.write_bytes(b"broken")
+    capsys.readouterr()
+    assert main(train(world, tmp_path / "run", f"data.val.root={target}", "data.skip_bad=true")) == 0
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["skipped_bad_samples"] == 2
+    assert "skipped 2 unreadable image/label pairs" in capsys.readouterr().err
+
+
 # signals to the whole process group (what `timeout`, SLURM and `kill -- -PGID` send) ----------------
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_signal_to_the_process_group_saves_a_stop_checkpoint(world, tmp_path, signum):
     from iccld.training.checkpoint import load_checkpoint
 
