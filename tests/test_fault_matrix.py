@@ -654,6 +654,8 @@ def test_fault_gives_one_line_and_changes_nothing(name, world, tmp_path, capsys,
     try:
         c = fn(world, tmp_path, *extra)
         before = _hashes(*[p for p in c.protect if p.exists()])
+        out = Path(c.argv[c.argv.index("--out") + 1]) if c.argv[0] == "train" and "--out" in c.argv else None
+        out_existed = out is not None and out.exists()
         capsys.readouterr()
         code = main(c.argv)
         err = capsys.readouterr().err.strip()
@@ -662,6 +664,8 @@ def test_fault_gives_one_line_and_changes_nothing(name, world, tmp_path, capsys,
             CLEANUP.pop()()
     assert code == 2, err
     assert "Traceback" not in err, err
+    if out is not None and not out_existed and out.exists():  # a run that failed before starting leaves no folder
+        assert (out / "config.yaml").is_file(), sorted(p.name for p in out.iterdir())
     # a progress bar may come first (it ends in a carriage return); the error is one line, the last
     segments = [s.strip() for s in err.replace("\r", "\n").split("\n") if s.strip()]
     line = segments[-1]

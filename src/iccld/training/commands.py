@@ -148,18 +148,28 @@ def train_command(args) -> int:
 def run_training(config: Config, run_dir: Path, *, resume: bool = False, overwrite: bool = False,
                  progress: bool = True) -> int:
     run_dir = Path(run_dir)
+    if resume and not run_dir.is_dir():
+        raise TrainingError(f"{run_dir}: no run to resume (no such folder); drop --resume to start one")
+    created = not run_dir.exists()
     check_output_dir(run_dir)  # a file in the way, a read-only disk: fail before building anything
     if os.environ.get("RANK", "0") != "0":  # accelerate launch: process 0 holds the lock
         return _run_locked(config, run_dir, resume=resume, overwrite=overwrite, progress=progress)
-    with RunLock(run_dir) as lock:
-        if lock.stale:
-            print(f"{run_dir}: the run of pid {lock.stale.get('pid', '?')} on {lock.stale.get('host', '?')} "
-                  f"ended without releasing {LOCK}; taking over", file=sys.stderr)
-        temporaries = remove_stale_temporaries(run_dir, RUN_FILES + (MARKER,))
-        temporaries += remove_stale_temporaries(run_dir / FINAL_DIR, [Path(f).name for f in FINAL_FILES])
-        if temporaries:
-            print(f"{run_dir}: removed {len(temporaries)} temporary files of interrupted writes", file=sys.stderr)
-        return _run_locked(config, run_dir, resume=resume, overwrite=overwrite, progress=progress)
+    try:
+        with RunLock(run_dir) as lock:
+            if lock.stale:
+                print(f"{run_dir}: the run of pid {lock.stale.get('pid', '?')} on {lock.stale.get('host', '?')} "
+                      f"ended without releasing {LOCK}; taking over", file=sys.stderr)
+            temporaries = remove_stale_temporaries(run_dir, RUN_FILES + (MARKER,))
+            temporaries += remove_stale_temporaries(run_dir / FINAL_DIR, [Path(f).name for f in FINAL_FILES])
+            if temporaries:
+                print(f"{run_dir}: removed {len(temporaries)} temporary files of interrupted writes",
+                      file=sys.stderr)
+            return _run_locked(config, run_dir, resume=resume, overwrite=overwrite, progress=progress)
+    except BaseException:
+        if created and [p.name for p in run_dir.iterdir()] == [LOCK]:  # failed before writing: leave no trace
+            (run_dir / LOCK).unlink()
+            run_dir.rmdir()
+        raise
 
 
 def _run_locked(config: Config, run_dir: Path, *, resume: bool, overwrite: bool, progress: bool) -> int:
