@@ -831,3 +831,20 @@ def test_debug_keeps_the_traceback_of_an_environment_error(world, tmp_path):
     with pytest.raises(OSError) as exc:
         main(["--debug", *train(world, mine / "run")])
     assert exc.value.filename == str(mine) and mine.read_text() == "mine\n"
+
+
+@pytest.mark.parametrize("error", [OSError(28, "No space left on device", "/data/x.png"),
+                                   PermissionError(13, "Permission denied", "/data/x.png")])
+def test_an_environment_error_in_a_worker_is_one_line_too(error):
+    from torch._utils import ExceptionWrapper
+
+    from iccld.cli import one_line
+
+    try:
+        raise error
+    except OSError:
+        wrapped = ExceptionWrapper(where="in DataLoader worker process 0")
+    with pytest.raises(OSError) as caught:
+        wrapped.reraise()  # what the DataLoader does in the main process
+    line = one_line(caught.value)
+    assert "\n" not in line and "/data/x.png" in line and error.strerror in line and "Traceback" not in line

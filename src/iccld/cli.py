@@ -143,7 +143,7 @@ def one_line(exc: BaseException) -> str:
     its message ("Caught DataError in DataLoader worker process 0. Original Traceback ..."); its last
     line holds the original message. An OSError gives "<path>: <problem>".
     """
-    if isinstance(exc, OSError) and not isinstance(exc, ICCLDError):
+    if isinstance(exc, OSError) and exc.strerror is not None:
         where = exc.filename if exc.filename is not None else ""
         if exc.filename2 is not None:
             where = f"{where} -> {exc.filename2}"
