@@ -47,7 +47,7 @@ def train_one(bench: Path, runs: Path, key: str, config_name: str, stage1: str |
     import json
 
     from iccld.config import load_config
-    from iccld.training.commands import run_training
+    from iccld.training.commands import run_started, run_training
 
     overrides = [f"data.source.root={bench / 'source'}", f"data.target.root={bench / 'target'}",
                  f"data.val.root={bench / 'target'}", f"trainer.seed={seed}"]
@@ -61,7 +61,7 @@ def train_one(bench: Path, runs: Path, key: str, config_name: str, stage1: str |
     config = load_config(CONFIGS / f"{config_name}.yaml", overrides)
     out = runs / f"{key}_s{seed}"
     started = time.time()
-    code = run_training(config, out, resume=True)
+    code = run_training(config, out, resume=run_started(out))
     if code != 0:
         raise SystemExit(f"{out}: training stopped with status {code}")
     result = json.loads((out / "results.json").read_text())

@@ -27,7 +27,7 @@ ALLOWED: dict[str, set[str]] = {
     "demo": {"config", "data", "evaluation", "io", "presets", "training"},
     "cli": {"data", "demo", "evaluation", "hub", "training"},
 }
-BASE = {"errors", "utils", "__init__"}  # the package root (iccld/__init__.py) holds only the version
+BASE = {"errors", "utils", "outputs", "__init__"}  # the root (iccld/__init__.py) holds only the version
 
 # what a network may not import: the config, file formats and file-system access
 MODELS_FORBIDDEN = ("iccld.config", "iccld.sections", "iccld.io", "iccld.utils", "iccld.data", "iccld.presets", "safetensors",

@@ -1,7 +1,9 @@
 """The ``iccld`` command line: a thin layer that parses arguments and calls the package.
 
-Every user-facing failure is an :class:`~iccld.errors.ICCLDError`; it is printed as one line and
-the exit status is 2. ``--debug`` (anywhere on the line) shows the full traceback instead.
+Every user-facing failure is an :class:`~iccld.errors.ICCLDError` or an ``OSError`` from the
+environment (a full or read-only disk, a file where a folder should be); :func:`main` prints it as
+one line naming the path and the problem, and the exit status is 2. ``--debug`` (anywhere on the
+line) shows the full traceback instead.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("overrides", nargs="*", help="key=value overrides of the config")
     p.add_argument("--split", default="val")
     p.add_argument("--steps", type=int, help="DDIM sampling steps K (default: model.sampling_steps)")
-    p.add_argument("--samples", type=int, default=1, help="noise draws averaged per image")
+    p.add_argument("--samples", type=int, help="noise draws averaged per image (default 1)")
     p.add_argument("--direct", action="store_true", help="evaluate the stage-1 path D(z0), no diffusion")
     p.add_argument("--slide", action="store_true", help="sliding-window inference")
     p.add_argument("--which", choices=["model", "ema", "both"], default="ema")
@@ -64,6 +66,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", help="write the results to this JSON file")
     p.add_argument("--confusion", action="store_true",
                    help="also list, per class, what its pixels were predicted as (kept in --json as \"confusion\")")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
 
 
 def _add_score(sub: argparse._SubParsersAction) -> None:
@@ -74,6 +77,7 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", help="write the results to this JSON file")
     p.add_argument("--confusion", action="store_true",
                    help="also list, per class, what its pixels were predicted as (kept in --json as \"confusion\")")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
 
 
 def _add_predict(sub: argparse._SubParsersAction) -> None:
@@ -83,7 +87,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
                    help="run folder, last.ckpt, save_pretrained folder or Hub repo id USER/NAME[@REV]")
     p.add_argument("--out", required=True)
     p.add_argument("--steps", type=int)
-    p.add_argument("--samples", type=int, default=1)
+    p.add_argument("--samples", type=int, help="noise draws per image (default 1; 2+ adds the uncertainty map)")
     p.add_argument("--direct", action="store_true", help="use the stage-1 path D(z0), no diffusion")
     p.add_argument("--which", choices=["model", "ema"], default="ema")
     p.add_argument("--seed", type=int, default=0)
@@ -117,6 +121,8 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="demo", help="folder for the benchmark, runs and report")
     p.add_argument("--quick", action="store_true", help="a much shorter schedule (for tests)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true", help="replace a report.md, grid.png or curves.png "
+                   "in --out that the demo did not write")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -161,6 +167,28 @@ def _dispatch(args: argparse.Namespace) -> int:
     raise AssertionError(args.command)
 
 
+def one_line(exc: BaseException) -> str:
+    """The message of an ICCLDError or OSError as one line.
+
+    An error raised in a DataLoader worker arrives re-raised by torch with the worker's traceback in
+    its message ("Caught DataError in DataLoader worker process 0. Original Traceback ..."); its last
+    line holds the original message. An OSError gives "<path>: <problem>".
+    """
+    if isinstance(exc, OSError) and exc.strerror is not None:
+        where = exc.filename if exc.filename is not None else ""
+        if exc.filename2 is not None:
+            where = f"{where} -> {exc.filename2}"
+        problem = exc.strerror or str(exc) or type(exc).__name__  # "No space left on device"
+        problem = problem[:1].lower() + problem[1:]
+        return f"{where}: {problem}" if where else problem
+    text = str(exc).strip()
+    if "Original Traceback" in text:
+        last = text.splitlines()[-1]
+        prefix = f"{type(exc).__module__}.{type(exc).__name__}: "
+        text = last[len(prefix):] if last.startswith(prefix) else last.partition(": ")[2] or last
+    return " ".join(text.split("\n")).strip()
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
@@ -169,11 +197,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(_dispatch(args) or 0)
-    except ICCLDError as exc:
+    except (ICCLDError, OSError) as exc:
         if debug:
             raise
-        print(f"iccld {args.command}: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        print(f"iccld {args.command}: error: {one_line(exc)}", file=sys.stderr)
+        return exc.exit_code if isinstance(exc, ICCLDError) else 2
     except KeyboardInterrupt:
         print(f"iccld {args.command}: interrupted", file=sys.stderr)
         return 130

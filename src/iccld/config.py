@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,9 +91,14 @@ def _read_yaml(path: Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (a config is YAML)") from None
+    if data is None or data == {}:  # an empty run would silently train the paper-scale defaults
+        raise ConfigError(f"{path}: empty config (no settings, only comments or nothing); start from "
+                          "one in configs/, e.g. configs/synthetic/stage1.yaml")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of sections (data, model, ...) at the top")
     return data
@@ -238,8 +244,18 @@ def _check_method_section(section: Any) -> None:
     section.validate()
 
 
+def _finite(d: dict, prefix: str = "") -> None:
+    for k, v in d.items():
+        if isinstance(v, dict):
+            _finite(v, f"{prefix}{k}.")
+        for item in (v if isinstance(v, list) else [v]):
+            if isinstance(item, float) and not math.isfinite(item):
+                raise ConfigError(f"{prefix}{k}: must be a finite number, got {v}")
+
+
 def validate(c: Config) -> None:
     """Raise ConfigError for values no run could use."""
+    _finite(dataclasses.asdict(c))  # nan and inf pass every comparison below
     _check_method_section(c.method)
     _choice("model.backbone", c.model.backbone, BACKBONES)
     for part in ("source", "target", "val"):

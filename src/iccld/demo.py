@@ -5,6 +5,9 @@
    reused, interrupted ones resumed);
 3. evaluate each on target val and write ``report.md`` with the per-class table, learning curves and
    a qualitative grid.
+
+The report files are listed in the folder's marker as the demo's, so a rerun refreshes them; a
+``report.md``, ``grid.png`` or ``curves.png`` of the user's is replaced only with ``--overwrite``.
 """
 
 from __future__ import annotations
@@ -49,12 +52,19 @@ def method_overrides(bench: Path, runs: Path, starts_from: str | None, quick: bo
     return overrides
 
 
+REPORT_FILES = ("report.md", "grid.png", "curves.png")
+
+
 def demo_command(args) -> int:
     from .data.synthetic import generate
-    from .training.commands import run_training
+    from .outputs import check_output_file, record_outputs
+    from .training.commands import run_started, run_training
 
     out = Path(args.out)
     bench, runs = out / "benchmark", out / "runs"
+    for name in REPORT_FILES:  # before hours of training, not after
+        check_output_file(out / name, overwrite=getattr(args, "overwrite", False), command="demo",
+                          replace_own=True)
     started = time.time()
     sizes = QUICK if args.quick else FULL
     print(f"[1/3] synthetic benchmark in {bench}", file=sys.stderr)
@@ -64,12 +74,13 @@ def demo_command(args) -> int:
         print(f"[2/3] training {title} ({i}/{len(RUNS)}) in {runs / name}", file=sys.stderr)
         config = load_config(_config_dir() / config_file,
                              method_overrides(bench, runs, starts_from, args.quick, args.seed))
-        code = run_training(config, runs / name, resume=True)
+        code = run_training(config, runs / name, resume=run_started(runs / name))
         if code != 0:
             return code
     print(f"[3/3] report in {out / 'report.md'}", file=sys.stderr)
     from .evaluation.demo_report import write_report
 
+    record_outputs(out, REPORT_FILES, "demo")
     titles = {name: title for name, (_, title, _) in zip(names, RUNS)}
     report = write_report(out, runs, names, titles, quick=args.quick, elapsed=time.time() - started)
     summary = json.loads((runs / names[-1] / "results.json").read_text())["val"]["ema"]["miou"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import random
 import tempfile
@@ -9,13 +10,18 @@ from pathlib import Path
 
 import numpy as np
 
+TMP_SUFFIX = ".tmp"
+
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder and a rename, so a
     kill at any moment leaves either the old file or the new one, never a half-written one."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
+    except OSError as exc:  # name the file meant, not a parent or a temporary name
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -23,10 +29,29 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
         raise
+
+
+def remove_stale_temporaries(folder: Path, names) -> list[Path]:
+    """Remove the temporary files that :func:`atomic_write_bytes` leaves when killed mid-write
+    (``.<name>.<8 random characters>.tmp``), for the given file names only. Call it only while no
+    other process writes ``folder`` (under its run lock)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for name in names:
+        for tmp in folder.glob(f".{glob.escape(name)}.*{TMP_SUFFIX}"):
+            middle = tmp.name[len(name) + 2: -len(TMP_SUFFIX)]
+            if len(middle) == 8 and tmp.is_file():  # mkstemp's random part; anything else is not ours
+                tmp.unlink()
+                removed.append(tmp)
+    return removed
 
 
 def _umask() -> int:

@@ -124,12 +124,14 @@ def test_evaluation_during_bf16_training_is_fp32_like_iccld_evaluate(tiny_benchm
 
 
 def test_only_the_main_process_clears_a_run_folder_for_overwrite(tmp_path):
-    from iccld.config import Config
+    from iccld.config import Config, save_config
+    from iccld.outputs import record_outputs
     from iccld.training.commands import prepare_run
 
     run = tmp_path / "run"
     run.mkdir()
-    (run / "config.yaml").write_text("method: {name: stage1}\n")
+    record_outputs(run, ["config.yaml"], "train")  # a run's own file, as the trainer lists it
+    save_config(Config(), run / "config.yaml")
     assert prepare_run(Config(), run, resume=False, overwrite=True, main_process=False) is None
     assert (run / "config.yaml").is_file()  # another process's: left to process 0
     assert prepare_run(Config(), run, resume=False, overwrite=True, main_process=True) is None

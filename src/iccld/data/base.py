@@ -7,7 +7,8 @@ transforms and returns
     {"image": float32 (3, H, W) ImageNet-normalised, "label": int64 (H, W), 255 = ignore,
      "name": str}
 
-plus ``"skipped": int`` (bad pairs passed over to produce this sample) when ``skip_bad`` is on.
+plus ``"skipped": int`` (bad pairs passed over to produce this sample) and ``"bad_pairs": str`` (their
+image paths, joined by newlines) when ``skip_bad`` is on.
 
 Keys: ``dataset[i]`` is deterministic (its random choices are seeded with ``i``; meant for
 evaluation and tests); ``dataset[(i, seed)]`` draws every random choice of that sample (crop,
@@ -135,7 +136,8 @@ class SegmentationDataset(torch.utils.data.Dataset):
         transform: a :class:`~iccld.data.transforms.TrainTransform` or ``EvalTransform``.
         root: the dataset root; stats files name labels relative to it.
         skip_bad: an unreadable or mismatched pair is replaced by the next readable one (index
-            i+1, i+2, ...) and counted in :attr:`num_skipped` and in the sample's ``"skipped"``.
+            i+1, i+2, ...) and counted in :attr:`num_skipped` (draws) and in the sample's
+            ``"skipped"``; :attr:`bad_pairs` and the sample's ``"bad_pairs"`` name the distinct pairs.
         prepare_command: the command that writes the prepared labels, quoted in errors.
     """
 
@@ -150,7 +152,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
         self.prepare_command = prepare_command
         self.labelled = self.samples[0].label is not None
         self.num_skipped = 0  # in this process; with DataLoader workers sum the "skipped" keys
-        self.bad_files: set[str] = set()
+        self.bad_pairs: set[str] = set()  # image paths of the pairs skipped (distinct files)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -188,7 +190,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
 
     def load(self, index: int, rng: Optional[np.random.Generator]) -> dict:
         """The transformed sample ``index`` with random choices from ``rng`` (see module doc)."""
-        skipped = 0
+        skipped, bad = 0, []
         while True:
             try:
                 image, label = self.read_pair(index)
@@ -198,7 +200,8 @@ class SegmentationDataset(torch.utils.data.Dataset):
                     raise
                 skipped += 1
                 self.num_skipped += 1
-                self.bad_files.add(str(exc))
+                bad.append(str(self.samples[index].image))
+                self.bad_pairs.add(bad[-1])
                 if skipped >= len(self.samples):
                     raise DataError(f"{self.root}: no readable image/label pair left "
                                     f"(last: {exc})") from None
@@ -207,4 +210,5 @@ class SegmentationDataset(torch.utils.data.Dataset):
         out = {"image": image_t, "label": label_t, "name": self.samples[index].name}
         if self.skip_bad:
             out["skipped"] = skipped
+            out["bad_pairs"] = "\n".join(bad)
         return out

@@ -36,14 +36,32 @@ def _fail(path: Path | str, reason: object) -> DataError:
     return DataError(f"{path}: cannot read image ({text})")
 
 
+# 16-bit grayscale as Pillow opens it (PNG: I;16 or I; TIFF: I;16*). Pillow's convert("RGB") clips
+# these at 255, so every pixel above 255 of 65535 would come out white.
+_WIDE_GRAY = ("I;16", "I;16B", "I;16L", "I")
+
+
+def _gray16_to_rgb8(values: np.ndarray) -> np.ndarray:
+    """(H, W) 16-bit values -> (H, W, 3) uint8, scaled 0..65535 -> 0..255 (the high byte, rounded)."""
+    values = values.astype(np.int64)
+    if values.size and (values.min() < 0 or values.max() > 65535):
+        raise ValueError("pixel values outside 0..65535 in a 32-bit integer image")
+    gray = ((values * 255 + 32767) // 65535).astype(np.uint8)
+    return np.repeat(gray[:, :, None], 3, axis=2)
+
+
 def read_image(path: str | Path) -> np.ndarray:
-    """Read an image as uint8 RGB, shape (H, W, 3). Any failure -> DataError naming the file."""
+    """Read an image as uint8 RGB, shape (H, W, 3). 16-bit grayscale is scaled to 8 bits (16-bit RGB
+    PNGs are read by Pillow as their high bytes). Any failure -> DataError naming the file."""
     try:
         with Image.open(path) as im:
             im.load()
-            if im.mode != "RGB":
-                im = im.convert("RGB")
-            array = np.asarray(im, dtype=np.uint8)
+            if im.mode in _WIDE_GRAY:
+                array = _gray16_to_rgb8(np.asarray(im))
+            elif im.mode == "F":
+                raise ValueError("a 32-bit float image; save it as 8- or 16-bit")
+            else:
+                array = np.asarray(im if im.mode == "RGB" else im.convert("RGB"), dtype=np.uint8)
     except Exception as exc:  # PIL raises many types for corrupt data (OSError, SyntaxError, ...)
         raise _fail(path, exc) from None
     if array.ndim != 3 or array.shape[2] != 3:

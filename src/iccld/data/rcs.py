@@ -118,6 +118,10 @@ class RareClassDataset(torch.utils.data.Dataset):
     def num_skipped(self) -> int:
         return self.dataset.num_skipped
 
+    @property
+    def bad_pairs(self) -> set[str]:
+        return self.dataset.bad_pairs
+
     def choose(self, rng: np.random.Generator) -> tuple[int, int]:
         """(class, dataset index) drawn from ``rng``."""
         c = self.classes[int(rng.choice(len(self.classes), p=self.probabilities))]

@@ -9,6 +9,7 @@ from pathlib import Path
 from ..config import load_config
 from ..data.labels import SYNTHIA13, SYNTHIA16
 from ..errors import ConfigError, DataError
+from ..outputs import check_output_dir, check_output_file
 from ..utils import atomic_write_text
 from .loading import load_models, pick_device
 
@@ -21,12 +22,25 @@ def _subsets_for(config) -> dict | None:
     return None
 
 
-def _check_sampling(args) -> None:
-    """--samples and --steps, named as the user typed them (the model's own errors cannot know)."""
-    if args.samples < 1:
-        raise ConfigError(f"--samples: the number of noise draws must be >= 1, got {args.samples}")
-    if args.steps is not None and args.steps < 1:
-        raise ConfigError(f"--steps: the number of DDIM steps must be >= 1, got {args.steps}")
+def _json_output(args, command: str) -> Path | None:
+    if not args.json:
+        return None
+    return check_output_file(args.json, overwrite=args.overwrite, command=command)
+
+
+def sampling_flags(args, path: str, checkpoint: str) -> tuple[int | None, int]:
+    """(steps, samples) after checking them: both >= 1, and only on the diffusion path (the direct
+    path D(z0) draws no noise, so they would be ignored without a word)."""
+    for flag, value in (("--steps", args.steps), ("--samples", args.samples)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{flag}: must be >= 1, got {value}")
+    if path == "direct":
+        given = [flag for flag, value in (("--steps", args.steps), ("--samples", args.samples)) if value is not None]
+        if given:
+            why = "--direct is given" if args.direct else f"{checkpoint} is a stage-1 model"
+            raise ConfigError(f"{' and '.join(given)}: apply to the diffusion path only, and {why} "
+                              "(its direct path D(z0) draws no noise); drop them")
+    return args.steps, args.samples or 1
 
 
 def evaluate_command(args) -> int:
@@ -34,7 +48,7 @@ def evaluate_command(args) -> int:
     from .evaluate import evaluate_model
     from .report import format_confusions, format_table
 
-    _check_sampling(args)
+    json_path = _json_output(args, "evaluate")  # before the evaluation, not after
     loaded = load_models(args.checkpoint, args.which)
     if args.config:
         config = load_config(args.config, args.overrides)
@@ -46,11 +60,12 @@ def evaluate_command(args) -> int:
         raise ConfigError(f"{args.checkpoint}: a save_pretrained folder has no dataset config; pass --config")
     dataset = build_val_dataset(config.data, split=args.split, skip_bad=config.data.skip_bad)
     path = "direct" if args.direct else loaded.inference_path
+    steps, samples = sampling_flags(args, path, args.checkpoint)
     device = pick_device()
     results = {}
     for label, model in loaded.models.items():
         model.to(device)
-        cm = evaluate_model(model, dataset, device=device, path=path, steps=args.steps, samples=args.samples,
+        cm = evaluate_model(model, dataset, device=device, path=path, steps=steps, samples=samples,
                             seed=args.seed, slide=args.slide, window=tuple(config.data.crop_size),
                             max_images=args.max_images)
         results[label] = cm.summary(_subsets_for(config))
@@ -60,9 +75,9 @@ def evaluate_command(args) -> int:
         if args.confusion:
             results[label]["confusion"] = cm.confusions()
             print("\n" + format_confusions(results[label]["confusion"]))
-    if args.json:
+    if json_path is not None:
         payload = results[next(iter(results))] if len(results) == 1 else results
-        atomic_write_text(Path(args.json), json.dumps(payload, indent=2))
+        atomic_write_text(json_path, json.dumps(payload, indent=2))
     return 0
 
 
@@ -70,12 +85,13 @@ def score_command(args) -> int:
     from .report import format_confusions, format_table
     from .score import score_folders
 
+    json_path = _json_output(args, "score")
     summary = score_folders(args.pred, args.gt, subsets=args.subsets, confusion=args.confusion)
     print(format_table(summary))
     if args.confusion:
         print("\n" + format_confusions(summary["confusion"]))
-    if args.json:
-        atomic_write_text(Path(args.json), json.dumps(summary, indent=2))
+    if json_path is not None:
+        atomic_write_text(json_path, json.dumps(summary, indent=2))
     return 0
 
 
@@ -98,15 +114,19 @@ def _collect_images(inputs: list[str]) -> list[Path]:
 def predict_command(args) -> int:
     from .predict import predict_images
 
-    _check_sampling(args)
     images = _collect_images(args.inputs)
+    submission = getattr(args, "format", "images") == "submission"
+    if submission:
+        from .submission import check_submission_inputs, submission_command
+        check_submission_inputs(images, args.benchmark)  # before anything is written
+    check_output_dir(args.out)  # a file in the way, a read-only disk: before loading the model
     loaded = load_models(args.checkpoint, args.which)
-    model = loaded.models[args.which].to(pick_device())
     path = "direct" if args.direct else loaded.inference_path
-    if getattr(args, "format", "images") == "submission":
-        from .submission import submission_command
-        return submission_command(args, model, images, path)
-    written = predict_images(model, images, Path(args.out), path=path, steps=args.steps, samples=args.samples,
+    steps, samples = sampling_flags(args, path, args.checkpoint)
+    model = loaded.models[args.which].to(pick_device())
+    if submission:
+        return submission_command(args, model, images, path, steps=steps, samples=samples)
+    written = predict_images(model, images, Path(args.out), path=path, steps=steps, samples=samples,
                              seed=args.seed, overwrite=args.overwrite)
     print(f"wrote {len(written)} files for {len(images)} images to {args.out}", file=sys.stderr)
     return 0

@@ -13,6 +13,7 @@ from ..data.io import read_image, write_png
 from ..data.labels import colorize
 from ..data.transforms import normalize
 from ..errors import DataError
+from ..outputs import check_output_dir, check_output_file
 
 
 def _heatmap(values: np.ndarray) -> np.ndarray:
@@ -50,9 +51,8 @@ def predict_images(model: nn.Module, images: list[Path], out: Path, *, path: str
             if p in names:
                 raise DataError(f"{img} and {names[p]} would both write {p}; give them different names")
             names[p] = img
-            if p.exists() and not overwrite:
-                raise DataError(f"{p}: exists; pass --overwrite to replace outputs in {out}")
-    out.mkdir(parents=True, exist_ok=True)
+            check_output_file(p, overwrite=overwrite, command="predict", check_dir=False)
+    check_output_dir(out)
     device = next(model.parameters()).device
     written = []
     for index, (img, paths) in enumerate(plans):

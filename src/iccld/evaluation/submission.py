@@ -80,6 +80,18 @@ def detect_benchmark(images: list[Path]) -> str:
                     "inputs mix the two; pass the test images of one benchmark (or --benchmark)")
 
 
+def check_submission_inputs(images: list[Path], benchmark: str | None = None) -> str:
+    """The benchmark the images are the test images of (``benchmark`` or detected from their names);
+    a one-line DataError when the server could not match every one to a test image."""
+    key = benchmark or detect_benchmark(images)
+    bench = BENCHMARKS[key]
+    bad = [p for p in images if not p.name.endswith(bench.image_suffix)]
+    if bad:
+        raise DataError(f"{bad[0]}: not named *{bench.image_suffix}, so the {bench.name} server cannot match it "
+                        "to a test image")
+    return key
+
+
 def write_submission(model, images: list[Path], out: Path, *, benchmark: str | None = None,
                      path: str = "diffusion", steps: int | None = None, samples: int = 1, seed: int = 0,
                      overwrite: bool = False) -> dict:
@@ -90,12 +102,8 @@ def write_submission(model, images: list[Path], out: Path, *, benchmark: str | N
     """
     from .predict import predict_images
 
-    key = benchmark or detect_benchmark(images)
+    key = check_submission_inputs(images, benchmark)
     bench = BENCHMARKS[key]
-    bad = [p for p in images if not p.name.endswith(bench.image_suffix)]
-    if bad:
-        raise DataError(f"{bad[0]}: not named *{bench.image_suffix}, so the {bench.name} server cannot match it "
-                        "to a test image")
     out = Path(out)
     folder, archive = out / bench.folder, out / ZIP_NAME
     names: dict[str, Path] = {}
@@ -139,9 +147,10 @@ def write_submission(model, images: list[Path], out: Path, *, benchmark: str | N
     return {"benchmark": key, "folder": str(folder), "zip": str(archive), "images": len(images), "notes": notes}
 
 
-def submission_command(args, model, images: list[Path], path: str) -> int:
+def submission_command(args, model, images: list[Path], path: str, *, steps: int | None, samples: int) -> int:
+    """``iccld predict --format submission``; ``steps``/``samples`` as the predict command checked them."""
     result = write_submission(model, images, Path(args.out), benchmark=args.benchmark, path=path,
-                              steps=args.steps, samples=args.samples, seed=args.seed, overwrite=args.overwrite)
+                              steps=steps, samples=samples, seed=args.seed, overwrite=args.overwrite)
     print(f"{BENCHMARKS[result['benchmark']].name} submission: {result['images']} PNGs in {result['folder']}, "
           f"upload {result['zip']}", file=sys.stderr)
     for note in result["notes"]:

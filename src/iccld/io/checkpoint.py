@@ -40,11 +40,15 @@ def load_checkpoint(path: Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: empty file (0 bytes), not a checkpoint (copied before it was "
+                              "complete?)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a truncated or foreign file
-        raise CheckpointError(f"{path}: not a readable iccld checkpoint ({type(exc).__name__}: "
-                              f"{str(exc).splitlines()[0][:120]})") from None
+    except Exception as exc:  # torch raises many types (some with no message) for a truncated or foreign file
+        reason = (str(exc).strip().splitlines() or [""])[0][:120]
+        raise CheckpointError(f"{path}: not a readable iccld checkpoint ({type(exc).__name__}"
+                              f"{': ' + reason if reason else ''}; truncated or not a checkpoint)") from None
     if not isinstance(state, dict) or "format" not in state or "model" not in state:
         raise CheckpointError(f"{path}: not an iccld training checkpoint (no 'format'/'model' entries)")
     if state["format"] > FORMAT_VERSION:

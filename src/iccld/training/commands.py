@@ -1,9 +1,14 @@
-"""``iccld train``: resolve the config and the run folder, refuse to clobber, run the trainer."""
+"""``iccld train``: resolve the config and the run folder, refuse to clobber, run the trainer.
+
+A run folder is iccld's when its marker (:data:`~iccld.outputs.MARKER`) lists what ``train`` wrote
+there; ``--overwrite`` removes exactly those files, and a file at a path the run would write that the
+marker does not list (a user's own ``config.yaml``) stops the run whatever the flags. One process at a
+time writes a run folder (:class:`~iccld.outputs.RunLock`).
+"""
 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import sys
 from pathlib import Path
@@ -11,11 +16,15 @@ from pathlib import Path
 import yaml
 
 from ..config import Config, from_dict, load_config, to_dict
-from ..errors import TrainingError
-from ..io.checkpoint import CKPT_NAME, FINAL_DIR, load_checkpoint
+from ..errors import CheckpointError, TrainingError
+from ..io.checkpoint import CKPT_NAME, FINAL_DIR, TRAINING_INFO, load_checkpoint
+from ..outputs import LOCK, MARKER, RunLock, check_output_dir, forget_outputs, read_marker, record_outputs
+from ..utils import remove_stale_temporaries
 
-# what a run folder holds; --overwrite removes exactly these, nothing else a user put there
+COMMAND = "train"  # the name runs' files carry in the marker
+# the files a run writes at fixed paths (plus TensorBoard's logs/events.out.tfevents.*)
 RUN_FILES = ("config.yaml", CKPT_NAME, "results.json")
+FINAL_FILES = tuple(f"{FINAL_DIR}/{name}" for name in ("config.json", "model.safetensors", TRAINING_INFO))
 RUN_DIRS = (FINAL_DIR, "logs")
 # keys that may change when a run is resumed (to extend it, or to evaluate less often)
 RESUMABLE_KEYS = {"trainer.max_iters", "trainer.eval_interval", "trainer.checkpoint_interval",
@@ -48,15 +57,36 @@ def config_differences(a: Config, b: Config, ignore: set[str] = frozenset()) -> 
     return [k for k in fa if k not in ignore and not _same(k, fa[k], fb.get(k))]
 
 
-def _holds_run(run_dir: Path) -> bool:
-    return any((run_dir / f).exists() for f in RUN_FILES + RUN_DIRS)
+def _run_files(run_dir: Path) -> dict[str, str]:
+    """The marker's entries, adopting a run written before markers existed (its last.ckpt loads)."""
+    files = read_marker(run_dir)
+    if files is not None:
+        return files
+    present = [name for name in RUN_FILES + RUN_DIRS if (run_dir / name).exists()]
+    if not present:
+        return {}
+    try:
+        load_checkpoint(run_dir / CKPT_NAME)
+    except CheckpointError:
+        shown = ", ".join(name + ("/" if name in RUN_DIRS else "") for name in present)
+        raise TrainingError(f"{run_dir}: holds {shown}, which iccld did not write (no {MARKER}); "
+                            "choose another --out (--overwrite never deletes your files)") from None
+    ours = [name for name in RUN_FILES + FINAL_FILES if (run_dir / name).is_file()]
+    ours += [p.relative_to(run_dir) for p in (run_dir / "logs").glob("events.out.tfevents.*")]
+    record_outputs(run_dir, ours, COMMAND)
+    return read_marker(run_dir) or {}
 
 
-def _clear_run(run_dir: Path) -> None:
-    for name in RUN_FILES:
+def _clear_run(run_dir: Path, files: dict[str, str]) -> None:
+    """Remove the files the marker lists as the run's, and their folders once empty; nothing else."""
+    ours = [name for name, command in files.items() if command == COMMAND]
+    for name in ours:
         (run_dir / name).unlink(missing_ok=True)
     for name in RUN_DIRS:
-        shutil.rmtree(run_dir / name, ignore_errors=True)
+        folder = run_dir / name
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+    forget_outputs(run_dir, ours)
 
 
 def prepare_run(config: Config, run_dir: Path, *, resume: bool, overwrite: bool,
@@ -64,11 +94,21 @@ def prepare_run(config: Config, run_dir: Path, *, resume: bool, overwrite: bool,
     """Check the run folder against the request. Returns the checkpoint state to resume from, if any.
 
     Only the main process clears the folder for ``overwrite``; the others read it at most."""
-    if not _holds_run(run_dir):
+    files = _run_files(run_dir)
+    foreign = [name for name in RUN_FILES + FINAL_FILES
+               if (run_dir / name).exists() and files.get(name) != COMMAND]
+    if foreign:
+        raise TrainingError(f"{run_dir}: {', '.join(foreign)} not written by this run (not listed in "
+                            f"{MARKER}); move it away or choose another --out")
+    held = any(command == COMMAND and (run_dir / name).is_file() for name, command in files.items())
+    if not held:
+        if resume:
+            raise TrainingError(f"{run_dir}: no run to resume (no {CKPT_NAME}, no config.yaml); "
+                                "drop --resume to start one")
         return None
     if overwrite:
         if main_process:
-            _clear_run(run_dir)
+            _clear_run(run_dir, files)
         return None
     saved_cfg_path = run_dir / "config.yaml"
     saved = None
@@ -92,6 +132,12 @@ def prepare_run(config: Config, run_dir: Path, *, resume: bool, overwrite: bool,
     return load_checkpoint(ckpt)
 
 
+def run_started(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a run to continue (for callers that resume when they can: the demo,
+    the benchmarks); ``--resume`` itself is an error without one."""
+    return any((Path(run_dir) / name).is_file() for name in (CKPT_NAME, "config.yaml"))
+
+
 def train_command(args) -> int:
     overrides = list(args.overrides)
     if args.max_iters is not None:
@@ -105,6 +151,32 @@ def train_command(args) -> int:
 
 def run_training(config: Config, run_dir: Path, *, resume: bool = False, overwrite: bool = False,
                  progress: bool = True) -> int:
+    run_dir = Path(run_dir)
+    if resume and not run_dir.is_dir():
+        raise TrainingError(f"{run_dir}: no run to resume (no such folder); drop --resume to start one")
+    created = not run_dir.exists()
+    check_output_dir(run_dir)  # a file in the way, a read-only disk: fail before building anything
+    if os.environ.get("RANK", "0") != "0":  # accelerate launch: process 0 holds the lock
+        return _run_locked(config, run_dir, resume=resume, overwrite=overwrite, progress=progress)
+    try:
+        with RunLock(run_dir) as lock:
+            if lock.stale:
+                print(f"{run_dir}: the run of pid {lock.stale.get('pid', '?')} on {lock.stale.get('host', '?')} "
+                      f"ended without releasing {LOCK}; taking over", file=sys.stderr)
+            temporaries = remove_stale_temporaries(run_dir, RUN_FILES + (MARKER,))
+            temporaries += remove_stale_temporaries(run_dir / FINAL_DIR, [Path(f).name for f in FINAL_FILES])
+            if temporaries:
+                print(f"{run_dir}: removed {len(temporaries)} temporary files of interrupted writes",
+                      file=sys.stderr)
+            return _run_locked(config, run_dir, resume=resume, overwrite=overwrite, progress=progress)
+    except BaseException:
+        if created and [p.name for p in run_dir.iterdir()] == [LOCK]:  # failed before writing: leave no trace
+            (run_dir / LOCK).unlink()
+            run_dir.rmdir()
+        raise
+
+
+def _run_locked(config: Config, run_dir: Path, *, resume: bool, overwrite: bool, progress: bool) -> int:
     import torch
     from accelerate import PartialState
 

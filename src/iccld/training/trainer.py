@@ -33,6 +33,7 @@ from ..errors import TrainingError
 from ..io.checkpoint import CKPT_NAME, FINAL_DIR, TRAINING_INFO, rng_state, save_checkpoint, set_rng_state
 from ..io.pretrained import save_pretrained
 from ..methods import LABELLED_TARGET, SOURCE, TARGET, Method, StepOutput, build_method
+from ..outputs import record_outputs
 from ..utils import atomic_write_text, seed_everything
 from .sampler import KeySampler
 from .schedule import lr_factor
@@ -70,9 +71,45 @@ class _Objective(nn.Module):
         return self.loss_fn(*args)
 
 
-def _cycle(loader: DataLoader):
-    while True:  # the sampler is infinite; this only guards against a loader that stops
-        yield from loader
+def ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: workers leave SIGINT/SIGTERM to the main process, which saves a
+    stop checkpoint. Ctrl-C, ``timeout``, SLURM and ``kill -- -PGID`` signal the whole process group;
+    a worker that died of it would take the run down with a traceback and no checkpoint."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+class _Stream:
+    """Endless batches of a DataLoader (its sampler is infinite); :meth:`close` stops the workers.
+
+    The workers ignore SIGTERM, so DataLoader's last resort (``terminate``, also at interpreter exit)
+    cannot stop one: a failed run would hang. ``close`` shuts them down explicitly and kills a hung
+    one, whatever still refers to the iterator (a traceback does, after a data error).
+    """
+
+    def __init__(self, loader: DataLoader):
+        self.loader, self.iterator = loader, None
+
+    def __next__(self):
+        if self.iterator is None:
+            self.iterator = iter(self.loader)
+        try:
+            return next(self.iterator)
+        except StopIteration:  # only a loader that stops; the sampler does not
+            self.iterator = iter(self.loader)
+            return next(self.iterator)
+
+    def close(self) -> None:
+        iterator, self.iterator = self.iterator, None
+        if iterator is None:
+            return
+        shutdown = getattr(iterator, "_shutdown_workers", None)  # torch's own clean shutdown
+        if shutdown is not None:
+            shutdown()
+        for worker in getattr(iterator, "_workers", []):
+            if worker.is_alive():
+                worker.kill()
+                worker.join(timeout=5)
 
 
 class Trainer:
@@ -106,7 +143,8 @@ class Trainer:
             self.disc_losses = self._synced(self.critic.module, self.method.critic_losses, find_unused=False)
         self.iteration = 0
         self.skipped_nonfinite = 0
-        self.skipped_bad = 0  # unreadable training pairs passed over (data.skip_bad), all workers
+        self.bad_pairs: set[str] = set()  # distinct unreadable training pairs passed over (data.skip_bad)
+        self.saved_iteration: int | None = None  # of the last checkpoint on disk
         self._stop_signal: int | None = None
         self.history: list[dict] = []
 
@@ -155,7 +193,8 @@ class Trainer:
                              start_iter=self.iteration, rank=self.rank, world_size=self.world_size)
         return DataLoader(self.datasets[name], batch_size=tc.batch_size, sampler=sampler,
                           num_workers=d.num_workers, pin_memory=self.device.type == "cuda",
-                          persistent_workers=False, drop_last=True)
+                          persistent_workers=False, drop_last=True,
+                          worker_init_fn=ignore_stop_signals if d.num_workers else None)
 
     # state -----------------------------------------------------------------------------------
 
@@ -169,7 +208,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
             "rng": rng_state(),
-            "data": {"sampler_iteration": self.iteration, "skipped_bad": self.skipped_bad},
+            "data": {"sampler_iteration": self.iteration, "bad_pairs": sorted(self.bad_pairs)},
             "skipped_nonfinite": self.skipped_nonfinite,
             "history": json.dumps(self.history),
             "method": self.method.describe(),  # name and inference path, read back by evaluation
@@ -190,18 +229,30 @@ class Trainer:
             self.disc_optimizer.load_state_dict(state["disc_optimizer"])
         self.iteration = int(state["iteration"])
         self.skipped_nonfinite = int(state.get("skipped_nonfinite", 0))
-        self.skipped_bad = int(state.get("data", {}).get("skipped_bad", 0))
+        self.bad_pairs = set(state.get("data", {}).get("bad_pairs", []))
+        self.saved_iteration = self.iteration
         self.history = json.loads(state.get("history", "[]"))
         set_rng_state(state["rng"])
 
     def save(self) -> None:
         if self.is_main:
-            save_checkpoint(self.run_dir / CKPT_NAME, self.state_dict())
+            path = self.run_dir / CKPT_NAME
+            logs = [p for p in (self.run_dir / "logs").glob("events.out.tfevents.*")]
+            record_outputs(self.run_dir, [path, *logs], "train")
+            try:
+                save_checkpoint(path, self.state_dict())
+            except OSError as exc:  # the write goes through a temporary file: the old one is untouched
+                kept = (f"the previous {CKPT_NAME} (iteration {self.saved_iteration}) is intact"
+                        if self.saved_iteration is not None else "no earlier checkpoint exists")
+                raise TrainingError(f"{path}: cannot write the checkpoint of iteration {self.iteration} "
+                                    f"({(exc.strerror or str(exc)).lower()}); {kept}") from None
+            self.saved_iteration = self.iteration
         self.accelerator.wait_for_everyone()
 
     def skipped_bad_total(self) -> int:
-        """Training pairs counted through the batches (workers' datasets are copies) + val pairs."""
-        return self.skipped_bad + int(getattr(self.datasets["val"], "num_skipped", 0))
+        """Distinct unreadable pairs: training ones named in the batches (workers' datasets are copies)
+        and validation ones (read in this process)."""
+        return len(self.bad_pairs | getattr(self.datasets["val"], "bad_pairs", set()))
 
     # the loop --------------------------------------------------------------------------------
 
@@ -349,21 +400,30 @@ class Trainer:
         self.stopped_by: int | None = None
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            record_outputs(self.run_dir, ["config.yaml"], "train")
             save_config(self.config, self.run_dir / "config.yaml")
         writer = SummaryWriter(str(self.run_dir / "logs"), purge_step=self.iteration) if self.is_main else None
         streams = {}
         if "source" in self.datasets:
-            streams["source"] = _cycle(self._loader("source", SOURCE_STREAM))
+            streams["source"] = _Stream(self._loader("source", SOURCE_STREAM))
         if "target" in self.datasets:
-            streams["target"] = _cycle(self._loader("target", TARGET_STREAM))
+            streams["target"] = _Stream(self._loader("target", TARGET_STREAM))
         handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         bar = tqdm(total=tc.max_iters, initial=self.iteration, disable=not (self.progress and self.is_main),
                    desc=f"{self.config.method.name}", dynamic_ncols=True, mininterval=1)
         started, start_iter = time.time(), self.iteration
         try:
             while self.iteration < tc.max_iters:
-                batch = {name: self._to_device(next(stream)) for name, stream in streams.items()}
-                self.skipped_bad += sum(int(b["skipped"].sum()) for b in batch.values() if "skipped" in b)
+                try:
+                    batch = {name: self._to_device(next(stream)) for name, stream in streams.items()}
+                except RuntimeError:  # a DataLoader worker killed by the signal that stops us
+                    if self._stop_signal is None:
+                        raise
+                    self.save()
+                    self.stopped_by = self._stop_signal
+                    return {}
+                for b in batch.values():  # "bad_pairs": per sample, the "\n"-joined image paths skipped
+                    self.bad_pairs.update(n for names in b.get("bad_pairs", ()) for n in names.split("\n") if n)
                 logged = self.train_step(batch)
                 self.iteration += 1
                 bar.update(1)
@@ -386,6 +446,8 @@ class Trainer:
                     self.stopped_by = stop
                     return {}
         finally:
+            for stream in streams.values():
+                stream.close()
             bar.close()
             for s, h in handlers.items():
                 signal.signal(s, h)
@@ -411,6 +473,8 @@ class Trainer:
 
     def _write_final(self, results: dict) -> None:
         final_dir = self.run_dir / FINAL_DIR
+        record_outputs(self.run_dir, [final_dir / name for name in ("config.json", "model.safetensors",
+                                                                    TRAINING_INFO)] + ["results.json"], "train")
         save_pretrained(self.method.ema_model, final_dir)
         info = {"method": self.method.name, "inference_path": self.method.inference_path,
                 "iteration": self.iteration, "weights": "ema_model"}
