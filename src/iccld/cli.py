@@ -33,7 +33,8 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--num-source", type=int, default=2000)
     g.add_argument("--num-target", type=int, default=1000)
-    g.add_argument("--num-val", type=int, default=300)
+    g.add_argument("--num-val", type=int, default=300, help="labelled target val images (choose settings here)")
+    g.add_argument("--num-test", type=int, default=300, help="held-out labelled target test images (report these)")
     g.add_argument("--size", default="256x128", help="WxH of the generated images")
 
 
