@@ -53,7 +53,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", required=True, help="run folder, last.ckpt or save_pretrained folder")
     p.add_argument("--config", help="config naming the dataset (default: the one saved with the checkpoint)")
     p.add_argument("overrides", nargs="*", help="key=value overrides of the config")
-    p.add_argument("--split", default="val")
+    p.add_argument("--split", help="replaces data.val.split (default: the config's, e.g. val; test for "
+                   "the held-out split)")
     p.add_argument("--steps", type=int, help="DDIM sampling steps K (default: model.sampling_steps)")
     p.add_argument("--samples", type=int, default=1, help="noise draws averaged per image")
     p.add_argument("--direct", action="store_true", help="evaluate the stage-1 path D(z0), no diffusion")
@@ -87,6 +88,9 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--which", choices=["model", "ema"], default="ema")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs in --out")
+    p.add_argument("--native-size", action="store_true",
+                   help="run at each image's own size instead of the training config's data.val.resize "
+                   "(outputs are written at the input's size either way)")
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:

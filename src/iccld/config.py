@@ -222,6 +222,20 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
                                   "(one level of inheritance only)")
             cfg = _merge_checked(cfg, base_raw, str(base_path))
         cfg = _merge_checked(cfg, raw, str(path))
+    config: Config = OmegaConf.to_object(_apply_overrides(cfg, overrides))  # type: ignore[assignment]
+    validate(config)
+    return config
+
+
+def with_overrides(config: Config, overrides: list[str] | tuple[str, ...]) -> Config:
+    """``config`` (e.g. the one saved with a checkpoint) with ``key=value`` overrides, validated."""
+    cfg = _merge_checked(OmegaConf.structured(Config), to_dict(config), "config")
+    result: Config = OmegaConf.to_object(_apply_overrides(cfg, overrides))  # type: ignore[assignment]
+    validate(result)
+    return result
+
+
+def _apply_overrides(cfg: DictConfig, overrides: list[str] | tuple[str, ...]) -> DictConfig:
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override '{item}': expected key=value, e.g. trainer.max_iters=100")
@@ -237,9 +251,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         if value.strip() == "":  # `model.pretrained=` means the empty string, not null
             value = "''"
         cfg = _merge_checked(cfg, OmegaConf.from_dotlist([f"{key}={value}"]), f"override '{item}'")
-    config: Config = OmegaConf.to_object(cfg)  # type: ignore[assignment]
-    validate(config)
-    return config
+    return cfg
 
 
 def to_dict(config: Config) -> dict:

@@ -18,6 +18,8 @@ class LoadedModels:
     config: Config | None  # the training config, when the checkpoint has one
     inference_path: str  # "direct" (D(z0)) or "diffusion" (D(sample(z0)))
     method: str
+    # (W, H) the evaluation images were resized to in training (data.val.resize); None: native size
+    val_resize: list[int] | None = None
 
 
 def load_models(checkpoint: str, which: str = "ema") -> LoadedModels:
@@ -34,7 +36,7 @@ def load_models(checkpoint: str, which: str = "ema") -> LoadedModels:
         model = ICCLD.from_pretrained(ref.path)
         info = read_training_info(ref.path)
         return LoadedModels({which: model.eval()}, None, info.get("inference_path", "diffusion"),
-                            info.get("method", "unknown"))
+                            info.get("method", "unknown"), info.get("val_resize"))
     state = load_checkpoint(ref.path)
     config = from_dict(state["config"], str(ref.path))
     models = {}
@@ -47,7 +49,7 @@ def load_models(checkpoint: str, which: str = "ema") -> LoadedModels:
                                   f"({str(exc).splitlines()[0][:160]})") from None
         models[label] = model.eval()
     path = "diffusion" if config.method.name == "stage2" else "direct"
-    return LoadedModels(models, config, path, config.method.name)
+    return LoadedModels(models, config, path, config.method.name, config.data.val.resize)
 
 
 def _without_pretrained(config: Config) -> Config:

@@ -12,11 +12,12 @@ from .stage1 import Stage1
 from .stage2 import Stage2
 from .supervised import Oracle, SourceOnly
 
-# fields of ModelConfig that change the shape of some weight; the rest (pretrained, dropout,
+# fields of ModelConfig that change the shape or the meaning of some weight (denoiser_residual: what
+# eps_theta's output is added to); the rest (pretrained, dropout,
 # sampling_steps) may differ between stage 1 and stage 2
 ARCHITECTURE_FIELDS = ("backbone", "num_classes", "latent_channels", "latent_stride", "inter_coder",
                        "skip_strides", "decoder_channels", "unet_channels", "unet_layers_per_block",
-                        "unet_attention", "unet_mid_block", "unet_norm_groups", "latent_norm")
+                        "unet_attention", "unet_mid_block", "unet_norm_groups", "latent_norm", "denoiser_residual")
 
 
 def _stage1_weights(config: Config) -> dict:

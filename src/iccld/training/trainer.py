@@ -253,6 +253,7 @@ class Trainer:
     def evaluate(self, max_images: int | None = None) -> dict:
         """mIoU of ``model`` and ``ema_model`` on the validation split, on the method's default path."""
         from ..evaluation.evaluate import evaluate_model
+        from ..evaluation.metrics import subsets_for_source
 
         tc = self.config.trainer
         results = {}
@@ -263,7 +264,7 @@ class Trainer:
                                 max_images=tc.eval_max_images if max_images is None else max_images,
                                 rank=self.rank, world_size=self.world_size, progress=False,
                                 autocast=self.accelerator.autocast)
-            results[label] = cm.summary()
+            results[label] = cm.summary(subsets_for_source(self.config.data.source.kind))  # + miou16/13 for SYNTHIA
         return results
 
     def fit(self) -> dict:
@@ -333,6 +334,9 @@ class Trainer:
         if writer is not None:
             for k, v in results.items():
                 writer.add_scalar(f"val/miou_{k}", v["miou"], self.iteration)
+                for subset in ("miou16", "miou13"):  # SYNTHIA runs only
+                    if v.get(subset) is not None:
+                        writer.add_scalar(f"val/{subset}_{k}", v[subset], self.iteration)
         if bar is not None and self.is_main:
             bar.write(f"[{self.config.method.name}] iteration {self.iteration}: val mIoU model "
                       f"{results['model']['miou']:.2f}, ema {results['ema']['miou']:.2f}")
@@ -341,7 +345,8 @@ class Trainer:
         final_dir = self.run_dir / FINAL_DIR
         self.method.ema_model.save_pretrained(final_dir)
         info = {"method": self.config.method.name, "inference_path": self.method.inference_path,
-                "iteration": self.iteration, "weights": "ema_model"}
+                "iteration": self.iteration, "weights": "ema_model",
+                "val_resize": self.config.data.val.resize}  # iccld predict resizes to it
         atomic_write_text(final_dir / TRAINING_INFO, json.dumps(info, indent=2))
         summary = {"iteration": self.iteration, "method": self.config.method.name,
                    "inference_path": self.method.inference_path, "history": self.history,
