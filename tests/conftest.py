@@ -23,11 +23,12 @@ CONFIGS = REPO / "configs"
 
 @pytest.fixture(scope="session")
 def tiny_benchmark(tmp_path_factory) -> Path:
-    """A 16/8/6-image synthetic benchmark at 128x64, prepared like GTA5 -> Cityscapes."""
+    """A 16/8/6/4-image (source/train/val/test) synthetic benchmark at 128x64, prepared like GTA5 -> Cityscapes."""
     from iccld.data.synthetic import generate
 
     out = tmp_path_factory.mktemp("bench") / "benchmark"
-    generate(out=out, seed=0, num_source=16, num_target=8, num_val=6, size=(128, 64), workers=1)
+    generate(out=out, seed=0, num_source=16, num_target=8, num_val=6, size=(128, 64), workers=1,
+             num_test=4)
     return out
 
 

@@ -11,8 +11,15 @@ def test_demo_quick_runs_end_to_end_and_reuses_finished_steps(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--quick", "--out", str(out)]) == 0
     report = (out / "report.md").read_text()
-    for name in ("Source only", "Stage 1", "ICCLD", "curves.png", "grid.png"):
+    for name in ("Source only", "Stage 1", "ICCLD", "curves.png", "grid.png", "Target **test** IoU"):
         assert name in report
+    # the held-out test split (6 images in --quick) is what the report's table shows; val beside it
+    from iccld.evaluation.runs import evaluate_run
+
+    test = evaluate_run(out / "runs" / "stage2", "test")["ema"]["miou"]
+    val = json.loads((out / "runs" / "stage2" / "results.json").read_text())["val"]["ema"]["miou"]
+    assert f"| ICCLD (stage 2) | {test:.2f} | {val:.2f} |" in report
+    assert len(list((out / "benchmark" / "target" / "leftImg8bit" / "test").rglob("*.png"))) == 6
     assert (out / "curves.png").stat().st_size > 1000 and (out / "grid.png").stat().st_size > 1000
     for method in ("source_only", "stage1", "stage2"):
         assert json.loads((out / "runs" / method / "results.json").read_text())["iteration"] == 3

@@ -579,8 +579,9 @@ def evaluate_missing_checkpoint(w, tmp):
 
 
 @case
-def evaluate_overrides_without_config(w, tmp):
-    return Case(["evaluate", "--checkpoint", str(w["run"]), "data.crop_size=[32,32]"], ["overrides need --config"],
+def evaluate_unknown_override_of_the_checkpoint_config(w, tmp):
+    # overrides without --config apply to the checkpoint's own config: an unknown key is refused
+    return Case(["evaluate", "--checkpoint", str(w["run"]), "data.val.splt=test"], ["data.val.splt", "unknown key"],
                 [w["run"]])
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 
 from .errors import ICCLDError
 
@@ -35,7 +34,8 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--num-source", type=int, default=2000)
     g.add_argument("--num-target", type=int, default=1000)
-    g.add_argument("--num-val", type=int, default=300)
+    g.add_argument("--num-val", type=int, default=300, help="labelled target val images (choose settings here)")
+    g.add_argument("--num-test", type=int, default=300, help="held-out labelled target test images (report these)")
     g.add_argument("--size", default="256x128", help="WxH of the generated images")
 
 
@@ -55,7 +55,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
                    help="run folder, last.ckpt, save_pretrained folder or Hub repo id USER/NAME[@REV]")
     p.add_argument("--config", help="config naming the dataset (default: the one saved with the checkpoint)")
     p.add_argument("overrides", nargs="*", help="key=value overrides of the config")
-    p.add_argument("--split", default="val")
+    p.add_argument("--split", help="replaces data.val.split (default: the config's, e.g. val; test for "
+                   "the held-out split)")
     p.add_argument("--steps", type=int, help="DDIM sampling steps K (default: model.sampling_steps)")
     p.add_argument("--samples", type=int, help="noise draws averaged per image (default 1)")
     p.add_argument("--direct", action="store_true", help="evaluate the stage-1 path D(z0), no diffusion")
@@ -97,6 +98,10 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
                    "test server scores, and OUT/submission.zip")
     p.add_argument("--benchmark", choices=["cityscapes", "acdc"],
                    help="--format submission: the server (default: told by the image names)")
+
+    p.add_argument("--native-size", action="store_true",
+                   help="run at each image's own size instead of the training config's data.val.resize "
+                   "(outputs are written at the input's size either way)")
 
 
 def _add_export(sub: argparse._SubParsersAction) -> None:

@@ -148,7 +148,16 @@ def _merge_checked(base: DictConfig, update: Any, origin: str, schema: Config) -
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Load a YAML config (and its ``base:`` chain), apply ``key=value`` overrides, validate."""
-    chain = _read_chain(Path(path)) if path is not None else []
+    return _build(_read_chain(Path(path)) if path is not None else [], overrides)
+
+
+def with_overrides(config: Config, overrides: list[str] | tuple[str, ...]) -> Config:
+    """``config`` (e.g. the one saved with a checkpoint) with ``key=value`` overrides, validated."""
+    return _build([("config", to_dict(config))], overrides)
+
+
+def _build(chain: list[tuple[str, dict]], overrides: list[str] | tuple[str, ...]) -> Config:
+    """The config of the YAML sections ``chain`` ((origin, section), base first) and ``overrides``."""
     parsed = []
     for item in overrides:
         if "=" not in item:

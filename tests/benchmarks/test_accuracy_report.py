@@ -35,6 +35,33 @@ def test_findings_report_gap_closure_spread_and_paired_deltas():
     # +0.83 mean, the largest std (1.53) is bigger: not beyond the spread, but better on every seed
     assert "+0.83 mIoU" in full and "NOT beyond the seeds' spread" in full
     assert "paired by seed +0.83 ± 0.29, 3 of 3 seeds better" in full
+    assert "on val" not in text  # no val numbers in these records
+
+
+def test_findings_put_val_beside_test_and_say_when_a_val_choice_loses_on_test():
+    def run(method, seed, test, val):
+        return {"method": method, "seed": seed, "miou": {"ema": test, "model": test},
+                "miou_val": {"ema": val, "model": val}}
+
+    runs = [run("source_only", s, 8.0, 9.0) for s in range(2)] + [run("oracle", s, 24.0, 25.0) for s in range(2)]
+    runs += [run("stage2_no_adv", s, 17.0, 16.0) for s in range(2)]
+    runs += [run("stage2", s, v, 18.0) for s, v in enumerate([16.0, 16.4])]  # better on val, worse on test
+    summary = accuracy.summarise(runs)
+    assert summary["stage2"]["val"] == {"mean": 18.0, "std": 0.0, "n": 2} and summary["stage2"]["mean"] == 16.2
+    lines = accuracy.findings(summary, runs)
+    text = "\n".join(lines)
+    assert "closes **51%** of the source-only -> oracle gap on test" in text  # (16.2 - 8) / 16
+    assert "The best ICCLD row on test is stage2_no_adv, closing 56%." in text  # (17 - 8) / 16
+    assert "On val, where the settings were chosen, full ICCLD closes 56% of the gap (more than the 51% on test)." in text
+    adv = next(line for line in lines if line.startswith("- The adversarial term:"))
+    assert adv.startswith("- The adversarial term: -0.80 mIoU on test")
+    assert "on val +2.00: chosen on val, it does worse on test)." in adv
+    table = accuracy.render({"summary": summary, "runs": [{**r, "inference_path": "direct", "per_class": {"road": 1.0}}
+                                                          for r in runs],
+                             "meta": {"quick": True, "date": "d", "machine": {"cpu": "c", "usable_cores": 2},
+                                      "command": "x", "minutes": 1}})
+    assert "| ICCLD (full) | direct | 16.20 ± 0.28 | 16.20 ± 0.28 | 16.0 / 16.4 | 18.00 ± 0.00 |" in table
+    assert "Target **test** mIoU" in table
 
 def _accuracy_runs() -> list[dict]:
     ema = {"source_only": (8.0, 9.0, 10.0), "oracle": (26.0, 24.0, 25.0), "stage1": (16.0, 17.0, 15.0),
@@ -54,9 +81,10 @@ def test_accuracy_findings_state_targets_and_paired_deltas():
     lines = accuracy.findings(accuracy.summarise(runs), runs)
     text = "\n".join(lines)
     # gap: source 9.0, oracle 25.0, full 18.3 -> (18.3 - 9) / 16 = 58%
-    assert "Full ICCLD closes **58%** of the source-only -> oracle gap (target: at least 75%, NOT reached)." in text
+    assert ("Full ICCLD closes **58%** of the source-only -> oracle gap on test (target: at least 65%, NOT reached; "
+            "long-run goal 75%).") in text
     adv = next(line for line in lines if line.startswith("- The adversarial term:"))
-    assert adv.startswith("- The adversarial term: +1.87 mIoU (largest std 0.80; beyond the seeds' spread; "
+    assert adv.startswith("- The adversarial term: +1.87 mIoU on test (largest std 0.80; beyond the seeds' spread; "
                           "paired by seed +1.87 ± 0.81, 3 of 3 seeds better")  # deltas 1.5, 1.3, 2.8
     sampling = next(line for line in lines if line.startswith("- The sampling itself"))
     # deltas 0.5, 1.1, -0.4
@@ -81,17 +109,26 @@ def test_accuracy_extra_evaluations_agree_with_the_run_and_are_cached(tiny_bench
     run = tmp_path / "stage1"
     config = load_config(CONFIGS / "synthetic" / "stage1.yaml", tiny_overrides(tiny_benchmark))
     assert run_training(config, run, progress=False) == 0
-    extra = accuracy.extra_evaluations(run)
+    extra = accuracy.extra_evaluations(run)  # on the held-out test split
     assert set(extra) == {"direct", "K1", "K10"} and all(0 <= v <= 100 for v in extra.values())
-    # a stage-1 run is scored on D(z0) by the trainer itself: the same number
+    # a stage-1 run is scored on D(z0) by the trainer itself on val: the same numbers, model and EMA
     results = json.loads((run / "results.json").read_text())
-    assert extra["direct"] == pytest.approx(results["val"]["ema"]["miou"], abs=1e-9)
+    val = accuracy.split_evaluation(run, "val")
+    for which in ("ema", "model"):
+        assert val[which] == results["val"][which]
+    assert accuracy.extra_evaluations(run, "val")["direct"] == pytest.approx(results["val"]["ema"]["miou"], abs=1e-9)
+    test = accuracy.split_evaluation(run)
+    assert test["ema"]["miou"] == pytest.approx(extra["direct"], abs=1e-9)
+    assert test["ema"]["per_class"] != val["ema"]["per_class"]  # the cache key holds the split
 
     def fail(*args, **kwargs):
         raise AssertionError("evaluated again instead of reading the cache")
 
     monkeypatch.setattr(evaluate, "evaluate_model", fail)
     assert accuracy.extra_evaluations(run) == extra  # cached
+    assert accuracy.split_evaluation(run) == test
+    cached = json.loads((run / "evaluations.json").read_text())["entries"]
+    assert {k.split("/")[0] for k in cached} == {"split=test", "split=val"}
     results["iteration"] += 1  # a different (e.g. resumed and extended) run: the cache is stale
     (run / "results.json").write_text(json.dumps(results))
     with pytest.raises(AssertionError, match="evaluated again"):

@@ -222,7 +222,7 @@ def test_unreadable_label_is_a_data_error_naming_the_file(tmp_path, workers):
 
 def _args(**kw) -> argparse.Namespace:
     base = dict(kind="gta5", root=None, spec=None, workers=1, overwrite=False, out=None, seed=0,
-                num_source=5, num_target=4, num_val=3, size="256x128")
+                num_source=5, num_target=4, num_val=3, num_test=2, size="256x128")
     return argparse.Namespace(**{**base, **kw})
 
 
@@ -244,7 +244,7 @@ def test_prepare_command_and_cli(tmp_path, capsys, monkeypatch):
     calls = []
     monkeypatch.setattr(synthetic, "generate", lambda **kw: calls.append(kw) or {"status": "generated"})
     assert prepare_command(_args(kind="synthetic", out=str(tmp_path / "bench"), size="96x48", workers=2)) == 0
-    assert calls == [dict(out=str(tmp_path / "bench"), seed=0, num_source=5, num_target=4, num_val=3,
+    assert calls == [dict(out=str(tmp_path / "bench"), seed=0, num_source=5, num_target=4, num_val=3, num_test=2,
                           size=(96, 48), workers=2)]
     with pytest.raises(ConfigError, match="--size: expected WIDTHxHEIGHT"):
         prepare_command(_args(kind="synthetic", out="x", size="96by48"))

@@ -16,10 +16,10 @@ from PIL import Image
 from iccld.data.labels import CITYSCAPES_ID_TO_TRAINID, lookup_table
 from iccld.data.synthetic import (LABEL_ID_COLORS, SOURCE_STYLE, TARGET_STYLE, generate, image_seed,
                                   render_sample, write_benchmark)
-from iccld.data.synthetic.generate import TRAIN_CITIES, VAL_CITIES
+from iccld.data.synthetic.generate import TEST_CITIES, TRAIN_CITIES, VAL_CITIES
 from iccld.errors import ConfigError, DataError
 
-TINY = dict(num_source=6, num_target=4, num_val=4, size=(128, 64), progress=False)
+TINY = dict(num_source=6, num_target=4, num_val=4, num_test=4, size=(128, 64), progress=False)
 LUT = lookup_table(CITYSCAPES_ID_TO_TRAINID)
 
 # Which palette materials each labelId may be painted with (an independent statement of the design).
@@ -63,7 +63,7 @@ def test_source_has_the_gta5_layout(tiny: Path) -> None:
 
 def test_target_has_the_cityscapes_layout(tiny: Path) -> None:
     pattern = re.compile(r"^([a-z]+)_000000_(\d{6})_leftImg8bit\.png$")
-    for split, cities in (("train", TRAIN_CITIES), ("val", VAL_CITIES)):
+    for split, cities in (("train", TRAIN_CITIES), ("val", VAL_CITIES), ("test", TEST_CITIES)):
         images = sorted((tiny / "target" / "leftImg8bit" / split).rglob("*.png"))
         assert len(images) == 4
         for path in images:
@@ -75,17 +75,18 @@ def test_target_has_the_cityscapes_layout(tiny: Path) -> None:
             assert label.mode == "L" and label.size == Image.open(path).size == (128, 64)
             ids = set(np.unique(np.asarray(label)).tolist())
             assert ids <= set(CITYSCAPES_ID_TO_TRAINID) | {1}  # 1 = ego vehicle, ignored
-    assert not set(TRAIN_CITIES) & set(VAL_CITIES)
+    assert not set(TRAIN_CITIES) & set(VAL_CITIES) and not set(TEST_CITIES) & (set(TRAIN_CITIES) | set(VAL_CITIES))
     meta = json.loads((tiny / "benchmark.json").read_text())
     assert meta["parameters"]["seed"] == 0 and meta["parameters"]["size"] == [128, 64]
-    assert meta["counts"] == {"source": 6, "target_train": 4, "target_val": 4}
+    assert meta["counts"] == {"source": 6, "target_train": 4, "target_val": 4, "target_test": 4}
+    assert meta["parameters"]["num_test"] == 4 and meta["parameters"]["test_cities"] == list(TEST_CITIES)
     assert meta["parameters"]["target_style"]["noise"] == TARGET_STYLE.noise
 
 
 def test_same_seed_gives_identical_bytes_whatever_the_worker_count(tiny: Path, tmp_path: Path) -> None:
     write_benchmark(tmp_path / "again", seed=0, workers=2, **TINY)
     first, second = _files(tiny), _files(tmp_path / "again")
-    assert first.keys() == second.keys() and len(first) == 2 * (6 + 4 + 4) + 1
+    assert first.keys() == second.keys() and len(first) == 2 * (6 + 4 + 4 + 4) + 1
     assert all(first[k] == second[k] for k in first)
 
 
@@ -217,3 +218,45 @@ def test_generate_with_the_real_prepare_step(tmp_path: Path) -> None:
     meta = generate(tmp_path / "bench", seed=0, workers=1, **TINY)
     assert meta["complete"] is True
     assert json.loads((tmp_path / "bench" / "benchmark.json").read_text())["complete"] is True
+
+
+def _test_split_files(files: dict[str, bytes]) -> set[str]:
+    return {k for k in files if k.startswith(("target/leftImg8bit/test/", "target/gtFine/test/"))}
+
+
+def test_the_test_split_leaves_every_other_file_byte_identical(tiny: Path, tmp_path: Path) -> None:
+    """A benchmark without a test split (as made before it existed) has exactly the same source,
+    train and val files; the test scenes are new ones, none equal to a val scene."""
+    write_benchmark(tmp_path / "no_test", seed=0, workers=1, **{**TINY, "num_test": 0})
+    with_test, without = _files(tiny), _files(tmp_path / "no_test")
+    test_files = _test_split_files(with_test)
+    assert len(test_files) == 2 * 4 and not _test_split_files(without)
+    assert set(with_test) - test_files == set(without)
+    assert all(with_test[k] == without[k] for k in without if k != "benchmark.json")
+    old = json.loads((tmp_path / "no_test" / "benchmark.json").read_text())
+    assert "num_test" not in old["parameters"] and "target_test" not in old["counts"]
+    val_images = {v for k, v in with_test.items() if k.startswith("target/leftImg8bit/val/")}
+    test_images = {v for k, v in with_test.items() if k.startswith("target/leftImg8bit/test/")}
+    assert len(test_images) == 4 and not test_images & val_images
+    # image i of each split has its own seed: (seed, split code, i)
+    assert image_seed(0, "test", 0).entropy == [0, 3, 0] and image_seed(0, "val", 0).entropy == [0, 2, 0]
+
+
+def test_a_finished_benchmark_without_test_split_gets_only_the_test_split(tmp_path: Path, monkeypatch) -> None:
+    prepared = []
+    monkeypatch.setattr(sys.modules["iccld.data.synthetic.generate"], "prepare_dataset",
+                        lambda kind, root, workers=2, **kw: prepared.append(kind) or {})
+    out = tmp_path / "bench"
+    generate(out, seed=0, workers=1, **{**TINY, "num_test": 0})
+    before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.rglob("*.png")}
+    meta = generate(out, seed=0, workers=1, **TINY)
+    assert meta["status"] == "test split added" and meta["complete"] is True
+    assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in before} == before  # not rewritten
+    added = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png") if p not in before)
+    assert len(added) == 8 and all("/test/" in p for p in added)
+    assert prepared == ["gta5", "cityscapes"] * 2
+    stored = json.loads((out / "benchmark.json").read_text())
+    assert stored["parameters"]["num_test"] == 4 and stored["counts"]["target_test"] == 4
+    assert generate(out, seed=0, workers=1, **TINY)["status"] == "already generated"
+    with pytest.raises(DataError, match="num_test"):  # another test size is other parameters
+        generate(out, seed=0, workers=1, **{**TINY, "num_test": 2})

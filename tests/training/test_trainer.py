@@ -80,10 +80,11 @@ def test_synthetic_stage2_configs_run(name, stage1, stage1_runs, tiny_benchmark,
     assert ("discriminator" in state) == ("no_adv" not in name)  # no critic without the adversarial term
 
 
-def test_stage2_refuses_a_stage1_run_of_another_architecture(stage1_runs, tiny_benchmark):
-    overrides = tiny_overrides(tiny_benchmark) + [f"method.stage1_checkpoint={stage1_runs['stage1']}",
-                                                  "model.inter_coder=false"]
-    with pytest.raises(ConfigError, match="different architecture.*inter_coder"):
+@pytest.mark.parametrize("override", ["model.inter_coder=false", "model.denoiser_residual=false"])
+def test_stage2_refuses_a_stage1_run_of_another_architecture(override, stage1_runs, tiny_benchmark):
+    overrides = tiny_overrides(tiny_benchmark) + [f"method.stage1_checkpoint={stage1_runs['stage1']}", override]
+    field = override.split(".")[1].split("=")[0]
+    with pytest.raises(ConfigError, match=f"different architecture.*{field}: True vs False"):
         Trainer(load_config(SYNTHETIC / "stage2.yaml", overrides), Path("unused"), progress=False)
 
 

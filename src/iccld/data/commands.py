@@ -27,7 +27,7 @@ def prepare_command(args) -> int:
         from .synthetic import generate  # lazy: the generator pulls in the scene code
 
         result = generate(out=args.out, seed=args.seed, num_source=args.num_source,
-                          num_target=args.num_target, num_val=args.num_val,
+                          num_target=args.num_target, num_val=args.num_val, num_test=args.num_test,
                           size=_parse_size(args.size), workers=args.workers)
         status = result.get("status", "generated") if isinstance(result, dict) else "generated"
         print(f"synthetic benchmark in {args.out}: {status}")

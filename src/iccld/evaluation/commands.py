@@ -6,20 +6,18 @@ import json
 import sys
 from pathlib import Path
 
-from ..config import load_config
-from ..data.labels import SYNTHIA13, SYNTHIA16
+from ..config import load_config, with_overrides
 from ..errors import ConfigError, DataError
 from ..outputs import check_output_dir, check_output_file
 from ..utils import atomic_write_text
 from .loading import load_models, pick_device
+from .metrics import subsets_for_source
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def _subsets_for(config) -> dict | None:
-    if config is not None and config.data.source.kind == "synthia":
-        return {"miou16": SYNTHIA16, "miou13": SYNTHIA13}
-    return None
+    return subsets_for_source(config.data.source.kind) if config is not None else None
 
 
 def _json_output(args, command: str) -> Path | None:
@@ -52,13 +50,13 @@ def evaluate_command(args) -> int:
     loaded = load_models(args.checkpoint, args.which)
     if args.config:
         config = load_config(args.config, args.overrides)
-    elif loaded.config is not None:
-        config = loaded.config
-        if args.overrides:
-            raise ConfigError("overrides need --config (the checkpoint's own config is used as saved)")
+    elif loaded.config is not None:  # overrides change the checkpoint's own saved config
+        config = with_overrides(loaded.config, args.overrides) if args.overrides else loaded.config
     else:
         raise ConfigError(f"{args.checkpoint}: a save_pretrained folder has no dataset config; pass --config")
-    dataset = build_val_dataset(config.data, split=args.split, skip_bad=config.data.skip_bad)
+    # --split replaces data.val.split only when given: by default the config's (or override's) split
+    split = args.split if args.split is not None else config.data.val.split
+    dataset = build_val_dataset(config.data, split=split, skip_bad=config.data.skip_bad)
     path = "direct" if args.direct else loaded.inference_path
     steps, samples = sampling_flags(args, path, args.checkpoint)
     device = pick_device()
@@ -70,7 +68,7 @@ def evaluate_command(args) -> int:
                             max_images=args.max_images)
         results[label] = cm.summary(_subsets_for(config))
         print(f"\n{args.checkpoint} [{label}, {path} path, {len(dataset) if not args.max_images else args.max_images}"
-              f" images of {config.data.val.root} {args.split}]")
+              f" images of {config.data.val.root} {split or '(no split)'}]")
         print(format_table(results[label]))
         if args.confusion:
             results[label]["confusion"] = cm.confusions()
@@ -124,10 +122,14 @@ def predict_command(args) -> int:
     path = "direct" if args.direct else loaded.inference_path
     steps, samples = sampling_flags(args, path, args.checkpoint)
     model = loaded.models[args.which].to(pick_device())
+    resize = None if args.native_size or not loaded.val_resize else tuple(loaded.val_resize)
     if submission:
-        return submission_command(args, model, images, path, steps=steps, samples=samples)
+        return submission_command(args, model, images, path, steps=steps, samples=samples, resize=resize)
     written = predict_images(model, images, Path(args.out), path=path, steps=steps, samples=samples,
-                             seed=args.seed, overwrite=args.overwrite)
-    print(f"wrote {len(written)} files for {len(images)} images to {args.out}", file=sys.stderr)
+                             seed=args.seed, overwrite=args.overwrite, resize=resize)
+    scale = (f"each image resized to {resize[0]}x{resize[1]} (data.val.resize; --native-size keeps it)"
+             if resize else "at each image's native size")
+    print(f"wrote {len(written)} files for {len(images)} images to {args.out} ({scale}; outputs at the "
+          "input's size)", file=sys.stderr)
     return 0
 

@@ -18,6 +18,8 @@ class LoadedModels:
     config: Config | None  # the training config, when the checkpoint has one
     inference_path: str  # "direct" (D(z0)) or "diffusion" (D(sample(z0)))
     method: str
+    # (W, H) the evaluation images were resized to in training (data.val.resize); None: native size
+    val_resize: list[int] | None = None
 
 
 def load_models(checkpoint: str, which: str = "ema") -> LoadedModels:
@@ -32,7 +34,7 @@ def load_models(checkpoint: str, which: str = "ema") -> LoadedModels:
         model = load_pretrained(ref.path)
         info = read_training_info(ref.path)
         return LoadedModels({which: model.eval()}, None, info.get("inference_path", "diffusion"),
-                            info.get("method", "unknown"))
+                            info.get("method", "unknown"), info.get("val_resize"))
     state = load_checkpoint(ref.path)
     config = from_dict(state["config"], str(ref.path))
     models = {}
@@ -46,7 +48,7 @@ def load_models(checkpoint: str, which: str = "ema") -> LoadedModels:
         models[label] = model.eval()
     # the checkpoint says which method made it and its path; one saved before it did: ask the method
     made_by = state.get("method") or _describe(config.method.name)
-    return LoadedModels(models, config, made_by["inference_path"], made_by["name"])
+    return LoadedModels(models, config, made_by["inference_path"], made_by["name"], config.data.val.resize)
 
 
 def _describe(name: str) -> dict:

@@ -29,6 +29,13 @@ from ..data.labels import CLASSES, IGNORE_INDEX, NUM_CLASSES, SYNTHIA13, SYNTHIA
 SYNTHIA_SUBSETS: dict[str, tuple[int, ...]] = {"miou16": SYNTHIA16, "miou13": SYNTHIA13}
 
 
+def subsets_for_source(kind: str) -> dict[str, tuple[int, ...]] | None:
+    """The class subsets a run reports besides mIoU19: SYNTHIA's 16 and 13 classes for a model
+    trained on SYNTHIA (16: without terrain, truck and train, which SYNTHIA lacks; 13: also without
+    wall, fence and pole, as DAFormer and the papers report it), else none."""
+    return SYNTHIA_SUBSETS if kind == "synthia" else None
+
+
 class ConfusionMatrix:
     """Accumulates a (C, C) int64 confusion matrix on the device of the tensors it is fed."""
 

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..data.io import read_image, write_png
 from ..data.labels import colorize
-from ..data.transforms import normalize
+from ..data.transforms import normalize, resize_image
 from ..errors import DataError
 from ..outputs import check_output_dir, check_output_file
 
@@ -37,9 +38,14 @@ def output_paths(out: Path, image: Path, with_uncertainty: bool) -> dict[str, Pa
 @torch.no_grad()
 def predict_images(model: nn.Module, images: list[Path], out: Path, *, path: str = "diffusion",
                    steps: int | None = None, samples: int = 1, seed: int = 0,
-                   overwrite: bool = False) -> list[Path]:
-    """Writes the outputs of every image into ``out``; refuses to replace existing files (or an
-    input image) unless ``overwrite``."""
+                   overwrite: bool = False, resize: tuple[int, int] | None = None) -> list[Path]:
+    """Writes the outputs of every image into ``out``, each at its input's size; refuses to replace
+    existing files (or an input image) unless ``overwrite``.
+
+    ``resize`` = (W, H): the model sees each image resized to it, as evaluation does (a model trained
+    on 1024x512 Cityscapes would see a raw 2048x1024 frame at twice its scale), and its logits are
+    upsampled back; None runs at the native size.
+    """
     out = Path(out)
     plans = [(img, output_paths(out, img, samples > 1)) for img in images]
     inputs = {img.resolve() for img in images}
@@ -57,16 +63,23 @@ def predict_images(model: nn.Module, images: list[Path], out: Path, *, path: str
     written = []
     for index, (img, paths) in enumerate(plans):
         rgb = read_image(img)  # (H, W, 3) uint8
-        x = normalize(rgb).unsqueeze(0).to(device)  # (1, 3, H, W)
+        size = rgb.shape[:2]
+        x = normalize(resize_image(rgb, resize) if resize else rgb).unsqueeze(0).to(device)  # (1, 3, h, w)
         generator = torch.Generator().manual_seed(seed * 1_000_003 + index)
         pred = model.predict(x, steps=steps, samples=samples, generator=generator, diffusion=(path == "diffusion"))
-        label = pred.logits.argmax(1)[0].cpu().numpy().astype(np.uint8)  # (H, W)
+        logits = pred.logits.float()  # (1, C, h, w)
+        if logits.shape[-2:] != size:  # back to the input's size, as evaluation scores at the label's size
+            logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+        label = logits.argmax(1)[0].cpu().numpy().astype(np.uint8)  # (H, W)
         color = colorize(label)
         overlay = (0.5 * rgb + 0.5 * color).astype(np.uint8)
         write_png(paths["trainid"], label)
         write_png(paths["color"], color)
         write_png(paths["overlay"], overlay)
         if "uncertainty" in paths:
-            write_png(paths["uncertainty"], _heatmap(pred.uncertainty[0].float().cpu().numpy()))
+            heat = pred.uncertainty.float()  # (1, h, w)
+            if heat.shape[-2:] != size:
+                heat = F.interpolate(heat[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+            write_png(paths["uncertainty"], _heatmap(heat[0].cpu().numpy()))
         written.extend(paths.values())
     return written

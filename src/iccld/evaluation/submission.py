@@ -94,7 +94,7 @@ def check_submission_inputs(images: list[Path], benchmark: str | None = None) ->
 
 def write_submission(model, images: list[Path], out: Path, *, benchmark: str | None = None,
                      path: str = "diffusion", steps: int | None = None, samples: int = 1, seed: int = 0,
-                     overwrite: bool = False) -> dict:
+                     overwrite: bool = False, resize: tuple[int, int] | None = None) -> dict:
     """Predict every image and write the benchmark's PNGs and ``OUT/submission.zip``.
 
     Returns ``{"benchmark", "folder", "zip", "images", "notes"}``; ``notes`` says where the
@@ -120,7 +120,7 @@ def write_submission(model, images: list[Path], out: Path, *, benchmark: str | N
     notes = []
     try:
         # the shared prediction path (train-id PNG per image); only its train ids are kept
-        predict_images(model, images, work, path=path, steps=steps, samples=samples, seed=seed)
+        predict_images(model, images, work, path=path, steps=steps, samples=samples, seed=seed, resize=resize)
         folder.mkdir(exist_ok=True)
         sizes = set()
         for img in images:
@@ -147,10 +147,13 @@ def write_submission(model, images: list[Path], out: Path, *, benchmark: str | N
     return {"benchmark": key, "folder": str(folder), "zip": str(archive), "images": len(images), "notes": notes}
 
 
-def submission_command(args, model, images: list[Path], path: str, *, steps: int | None, samples: int) -> int:
-    """``iccld predict --format submission``; ``steps``/``samples`` as the predict command checked them."""
+def submission_command(args, model, images: list[Path], path: str, *, steps: int | None, samples: int,
+                       resize: tuple[int, int] | None = None) -> int:
+    """``iccld predict --format submission``; ``steps``/``samples``/``resize`` as the predict command
+    checked them (the PNGs are at each test image's own size either way)."""
     result = write_submission(model, images, Path(args.out), benchmark=args.benchmark, path=path,
-                              steps=steps, samples=samples, seed=args.seed, overwrite=args.overwrite)
+                              steps=steps, samples=samples, seed=args.seed, overwrite=args.overwrite,
+                              resize=resize)
     print(f"{BENCHMARKS[result['benchmark']].name} submission: {result['images']} PNGs in {result['folder']}, "
           f"upload {result['zip']}", file=sys.stderr)
     for note in result["notes"]:

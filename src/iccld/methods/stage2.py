@@ -40,7 +40,8 @@ SOURCE, TARGET = 1.0, 0.0  # least-squares GAN labels of the discriminator
 # sampling_steps) may differ between stage 1 and stage 2
 ARCHITECTURE_FIELDS = ("backbone", "num_classes", "latent_channels", "latent_stride", "inter_coder",
                        "skip_strides", "decoder_channels", "unet_channels", "unet_layers_per_block",
-                       "unet_attention", "unet_mid_block", "unet_norm_groups", "latent_norm")
+                       "unet_attention", "unet_mid_block", "unet_norm_groups", "latent_norm",
+                       "denoiser_residual")
 
 
 @dataclass

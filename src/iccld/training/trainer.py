@@ -376,6 +376,7 @@ class Trainer:
         In fp32, without the training autocast: the argmax of bf16/fp16 logits can differ from the
         fp32 one, and ``results.json`` must equal what ``iccld evaluate`` reports."""
         from ..evaluation.evaluate import evaluate_model
+        from ..evaluation.metrics import subsets_for_source
 
         tc = self.config.trainer
         results = {}
@@ -385,7 +386,7 @@ class Trainer:
                                 window=tuple(self.config.data.crop_size),
                                 max_images=tc.eval_max_images if max_images is None else max_images,
                                 rank=self.rank, world_size=self.world_size, progress=False)
-            results[label] = cm.summary()
+            results[label] = cm.summary(subsets_for_source(self.config.data.source.kind))  # + miou16/13 for SYNTHIA
         return results
 
     def fit(self) -> dict:
@@ -467,6 +468,9 @@ class Trainer:
         if writer is not None:
             for k, v in results.items():
                 writer.add_scalar(f"val/miou_{k}", v["miou"], self.iteration)
+                for subset in ("miou16", "miou13"):  # SYNTHIA runs only
+                    if v.get(subset) is not None:
+                        writer.add_scalar(f"val/{subset}_{k}", v[subset], self.iteration)
         if bar is not None and self.is_main:
             bar.write(f"[{self.config.method.name}] iteration {self.iteration}: val mIoU model "
                       f"{results['model']['miou']:.2f}, ema {results['ema']['miou']:.2f}")
@@ -477,7 +481,8 @@ class Trainer:
                                                                     TRAINING_INFO)] + ["results.json"], "train")
         save_pretrained(self.method.ema_model, final_dir)
         info = {"method": self.method.name, "inference_path": self.method.inference_path,
-                "iteration": self.iteration, "weights": "ema_model"}
+                "iteration": self.iteration, "weights": "ema_model",
+                "val_resize": self.config.data.val.resize}  # iccld predict resizes to it
         atomic_write_text(final_dir / TRAINING_INFO, json.dumps(info, indent=2))
         summary = {"iteration": self.iteration, "method": self.config.method.name,
                    "inference_path": self.method.inference_path, "history": self.history,

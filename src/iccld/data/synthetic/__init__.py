@@ -1,12 +1,12 @@
 """The embedded benchmark: a procedurally generated synthetic-to-real street-scene domain shift.
 
 A labelled "game-like" source domain (GTA5 layout) and an unlabelled "camera-like" target domain
-(Cityscapes layout, with a labelled val split) of the same kind of street scene, differing in
+(Cityscapes layout, with labelled val and held-out test splits) of the same kind of street scene, differing in
 appearance and layout statistics as described by two ``DomainStyle`` instances. See
 docs/synthetic.md.
 
     from iccld.data.synthetic import generate
-    generate("bench", seed=0)  # ~3300 images at 256x128, then prepare_dataset on both domains
+    generate("bench", seed=0)  # ~3600 images at 256x128, then prepare_dataset on both domains
 """
 
 from .generate import (LABEL_ID_COLORS, benchmark_parameters, generate, image_seed, render_sample,

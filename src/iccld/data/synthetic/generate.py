@@ -2,6 +2,10 @@
 
 ``generate`` = ``write_benchmark`` (images and raw labels, in parallel) + ``prepare_dataset`` on both
 domains, so that every later command treats the result exactly like GTA5 -> Cityscapes.
+
+The target has three labelled splits: ``train`` (used without labels by UDA), ``val`` (where every
+setting is chosen) and ``test`` (held out: the reported numbers). Each image's seed depends on its
+split, so the splits never share a scene, and adding the test split leaves the other files as they were.
 """
 
 from __future__ import annotations
@@ -29,7 +33,9 @@ from .style import SOURCE_STYLE, TARGET_STYLE, DomainStyle, check_style
 FORMAT_VERSION = 1  # bump whenever a code change alters the rendered files: old benchmarks then no longer match
 TRAIN_CITIES: tuple[str, ...] = ("aldmere", "brackwater", "corrin", "dunholt")
 VAL_CITIES: tuple[str, ...] = ("eastvale", "fernmoor", "glenrock")
-DOMAIN_CODES = {"source": 0, "train": 1, "val": 2}  # part of each image's seed
+TEST_CITIES: tuple[str, ...] = ("harlow", "ivesby", "juniper")
+DOMAIN_CODES = {"source": 0, "train": 1, "val": 2, "test": 3}  # part of each image's seed
+TEST_KEYS = ("num_test", "test_cities")  # parameters a benchmark made before the test split lacks
 PNG_OPTIONS = {"format": "PNG", "compress_level": 1, "optimize": False}  # fixed: same bytes every run
 
 # Colour of every Cityscapes labelId 0..33 (the GTA5 label palette uses the same colours).
@@ -111,12 +117,14 @@ def _city_split(n: int, cities: tuple[str, ...]) -> list[tuple[str, int]]:
     return out
 
 
-def _tasks(out: Path, num_source: int, num_target: int, num_val: int) -> list[tuple[str, int, str, str]]:
+def _tasks(out: Path, num_source: int, num_target: int, num_val: int, num_test: int = 0
+           ) -> list[tuple[str, int, str, str]]:
     tasks = []
     src = out / "source"
     for i in range(num_source):
         tasks.append(("source", i, str(src / "images" / f"{i + 1:05d}.png"), str(src / "labels" / f"{i + 1:05d}.png")))
-    for split, n, cities in (("train", num_target, TRAIN_CITIES), ("val", num_val, VAL_CITIES)):
+    for split, n, cities in (("train", num_target, TRAIN_CITIES), ("val", num_val, VAL_CITIES),
+                             ("test", num_test, TEST_CITIES)):
         for i, (city, frame) in enumerate(_city_split(n, cities)):
             stem = f"{city}_000000_{frame:06d}"
             image = out / "target" / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png"
@@ -126,31 +134,38 @@ def _tasks(out: Path, num_source: int, num_target: int, num_val: int) -> list[tu
 
 
 def benchmark_parameters(seed: int, num_source: int, num_target: int, num_val: int, size: tuple[int, int],
-                         source_style: DomainStyle, target_style: DomainStyle) -> dict[str, Any]:
-    """Everything that determines the files (JSON-normalised), as stored in benchmark.json."""
+                         source_style: DomainStyle, target_style: DomainStyle, num_test: int = 0
+                         ) -> dict[str, Any]:
+    """Everything that determines the files (JSON-normalised), as stored in benchmark.json. Without a
+    test split (``num_test=0``) these are exactly the parameters of a benchmark made before it existed."""
     params = {"format_version": FORMAT_VERSION, "seed": int(seed), "num_source": int(num_source),
               "num_target": int(num_target), "num_val": int(num_val), "size": [int(size[0]), int(size[1])],
               "train_cities": list(TRAIN_CITIES), "val_cities": list(VAL_CITIES),
               "png": PNG_OPTIONS, "source_style": asdict(source_style), "target_style": asdict(target_style)}
+    if num_test:
+        params.update(num_test=int(num_test), test_cities=list(TEST_CITIES))
     return json.loads(json.dumps(params))
 
 
-def _check_args(num_source: int, num_target: int, num_val: int, size: tuple[int, int], workers: int) -> None:
+def _check_args(num_source: int, num_target: int, num_val: int, size: tuple[int, int], workers: int,
+                num_test: int = 0) -> None:
     for name, value, low in (("num_source", num_source, 1), ("num_target", num_target, 1),
-                             ("num_val", num_val, 1), ("workers", workers, 1)):
+                             ("num_val", num_val, 1), ("num_test", num_test, 0), ("workers", workers, 1)):
         if int(value) != value or value < low:
             raise ConfigError(f"synthetic benchmark: {name}={value!r} must be an integer >= {low}")
     if len(size) != 2 or min(size) < 32 or max(size) > 4096:
         raise ConfigError(f"synthetic benchmark: size={tuple(size)!r} must be (width, height), each 32..4096")
 
 
-def _existing(out: Path, params: dict[str, Any]) -> dict[str, Any] | None:
-    """None when ``out`` is empty/missing or an unfinished run of the same parameters; the stored
-    metadata of a finished identical benchmark; else a DataError (never touch foreign files)."""
+def _existing(out: Path, params: dict[str, Any]) -> tuple[dict[str, Any] | None, bool]:
+    """(None, False) when ``out`` is empty/missing or an unfinished run of the same parameters; (the
+    stored metadata, False) for a finished identical benchmark; (None, True) for a finished benchmark
+    that differs only in lacking the test split (made before it existed: only the test split is
+    written); else a DataError (never touch foreign files)."""
     if out.exists() and not out.is_dir():
         raise DataError(f"{out}: exists and is not a folder; choose another --out for the synthetic benchmark")
     if not out.exists() or not any(out.iterdir()):
-        return None
+        return None, False
     meta_path = out / "benchmark.json"
     if not meta_path.is_file():
         raise DataError(f"{out}: folder is not empty and holds no benchmark.json; refusing to write the "
@@ -160,36 +175,45 @@ def _existing(out: Path, params: dict[str, Any]) -> dict[str, Any] | None:
     except (OSError, ValueError) as exc:
         raise DataError(f"{meta_path}: unreadable ({exc}); delete the folder and generate again") from None
     stored = meta.get("parameters", {}) if isinstance(meta, dict) else {}
+    without_test = {k: v for k, v in params.items() if k not in TEST_KEYS}
+    if stored != params and stored == without_test and meta.get("complete"):
+        return None, True
     if stored != params:
         keys = sorted(k for k in set(stored) | set(params) if stored.get(k) != params.get(k))
         raise DataError(f"{meta_path}: a benchmark with other parameters ({', '.join(keys)}) is already there; "
                         "choose another --out or delete that folder")
-    return meta if meta.get("complete") else None
+    return (meta if meta.get("complete") else None), False
 
 
 def write_benchmark(out: str | Path, seed: int = 0, num_source: int = 2000, num_target: int = 1000,
                     num_val: int = 300, size: tuple[int, int] = (256, 128), workers: int = 2,
                     source_style: DomainStyle = SOURCE_STYLE, target_style: DomainStyle = TARGET_STYLE,
-                    progress: bool = True) -> dict[str, Any]:
+                    progress: bool = True, num_test: int = 300) -> dict[str, Any]:
     """Render all images and raw labels (no prepare step) and write ``benchmark.json``.
 
-    Returns the benchmark.json contents plus ``status`` ("generated" or "already generated").
-    Raises DataError when ``out`` holds anything but a benchmark of the same parameters.
+    Returns the benchmark.json contents plus ``status`` ("generated", "test split added" or
+    "already generated"). Raises DataError when ``out`` holds anything but a benchmark of the same
+    parameters (or of the same parameters but for the test split, which is then added).
     """
-    _check_args(num_source, num_target, num_val, size, workers)
+    _check_args(num_source, num_target, num_val, size, workers, num_test)
     check_style(source_style)
     check_style(target_style)
     out = Path(out)
-    params = benchmark_parameters(seed, num_source, num_target, num_val, tuple(size), source_style, target_style)
-    done = _existing(out, params)
+    params = benchmark_parameters(seed, num_source, num_target, num_val, tuple(size), source_style,
+                                  target_style, num_test)
+    done, add_test = _existing(out, params)
     if done is not None:
         return {**done, "status": "already generated"}
+    counts = {"source": num_source, "target_train": num_target, "target_val": num_val}
+    if num_test:
+        counts["target_test"] = num_test
     meta = {"generator": "iccld.data.synthetic", "parameters": params, "complete": False,
-            "counts": {"source": num_source, "target_train": num_target, "target_val": num_val},
-            "source": "source", "target": "target"}
+            "counts": counts, "source": "source", "target": "target"}
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "benchmark.json", json.dumps(meta, indent=2) + "\n")
-    tasks = _tasks(out, num_source, num_target, num_val)
+    tasks = _tasks(out, num_source, num_target, num_val, num_test)
+    if add_test:  # the other splits are there and finished: their files stay untouched
+        tasks = [t for t in tasks if t[0] == "test"]
     for folder in sorted({str(Path(p).parent) for t in tasks for p in t[2:]}):
         Path(folder).mkdir(parents=True, exist_ok=True)
     styles = {"source": source_style, "target": target_style}
@@ -207,7 +231,7 @@ def write_benchmark(out: str | Path, seed: int = 0, num_source: int = 2000, num_
             for _ in pool.imap_unordered(_make_one, tasks, chunksize=16):
                 bar.update()
     bar.close()
-    return {**meta, "status": "generated"}
+    return {**meta, "status": "test split added" if add_test else "generated"}
 
 
 def _mark_complete(out: Path, meta: dict[str, Any]) -> None:
@@ -218,18 +242,20 @@ def _mark_complete(out: Path, meta: dict[str, Any]) -> None:
 def generate(out: str | Path, seed: int = 0, num_source: int = 2000, num_target: int = 1000,
              num_val: int = 300, size: tuple[int, int] = (256, 128), workers: int = 2,
              source_style: DomainStyle = SOURCE_STYLE, target_style: DomainStyle = TARGET_STYLE,
-             progress: bool = True) -> dict[str, Any]:
+             progress: bool = True, num_test: int = 300) -> dict[str, Any]:
     """Generate the synthetic benchmark into ``out`` and prepare it like GTA5 -> Cityscapes.
 
     Writes ``out/source`` (GTA5 layout), ``out/target`` (Cityscapes layout), runs
     ``prepare_dataset`` on both, and marks ``out/benchmark.json`` complete. Same arguments -> the
-    same bytes. A finished benchmark with the same parameters is left alone ("already generated");
-    any other non-empty ``out`` is refused with a DataError. ``size`` is (width, height).
+    same bytes. A finished benchmark with the same parameters is left alone ("already generated"),
+    one made before the test split existed gets it added ("test split added"); any other non-empty
+    ``out`` is refused with a DataError. ``size`` is (width, height); ``num_test`` target images
+    form the held-out ``test`` split (0: none).
     """
     start = time.perf_counter()
     out = Path(out)
     meta = write_benchmark(out, seed, num_source, num_target, num_val, size, workers, source_style,
-                           target_style, progress)
+                           target_style, progress, num_test)
     if meta["status"] == "already generated":
         return meta
     prepared = {"gta5": prepare_dataset("gta5", out / "source", workers, progress=progress),
