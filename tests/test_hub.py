@@ -62,7 +62,7 @@ def test_export_writes_a_complete_model_folder(finished_run, exported):
     assert info["val_miou"] == round(results["val"]["ema"]["miou"], 2)
     assert info["benchmark"] == {"name": "GTA5 -> Cityscapes", "source": "gta5", "target": "cityscapes",
                                  "val": "cityscapes", "val_split": "val"}
-    assert info["command"] == "iccld evaluate --checkpoint someone/tiny --config config.yaml --which ema"
+    assert info["command"] == "iccld evaluate --checkpoint someone/tiny --which ema"
     assert yaml.safe_load((exported / "config.yaml").read_text()) == yaml.safe_load(
         (finished_run / "config.yaml").read_text())
     labels = json.loads((exported / "labels.json").read_text())
@@ -139,6 +139,17 @@ def test_evaluate_and_predict_from_a_repo_id_match_the_local_folder(cache, expor
     hub_pred = next((tmp_path / "pred_hub").glob("*_trainid.png"))
     local_pred = tmp_path / "pred_local" / hub_pred.name
     assert np.array_equal(np.asarray(Image.open(hub_pred)), np.asarray(Image.open(local_pred)))
+
+
+def test_a_hub_model_evaluates_with_its_own_config(cache, finished_run, tiny_benchmark, tmp_path):
+    """No --config: the exported config.yaml gives the val settings; the run's own final evaluation
+    (results.json, every val image) is what `iccld evaluate` measures again."""
+    out = tmp_path / "own.json"
+    assert main(["evaluate", "--checkpoint", "someone/tiny", "--json", str(out)]) == 0
+    expected = json.loads((finished_run / "results.json").read_text())["val"]["ema"]["miou"]
+    assert json.loads(out.read_text())["miou"] == pytest.approx(expected, abs=1e-6)
+    # key=value overrides apply to that config (here: a split that does not exist)
+    assert main(["evaluate", "--checkpoint", "someone/tiny", "data.val.split=nosuch"]) == 2
 
 
 def test_stage2_starts_from_a_repo_id(cache, exported, tiny_benchmark):

@@ -71,7 +71,7 @@ def _measured_by(config: dict, info: dict) -> tuple[str, str]:
     desc = (f"`iccld train`'s final evaluation: EMA weights, {path} path"
             + (f" (K={steps} DDIM steps, 1 noise draw, seed 0)" if path == "diffusion" else "")
             + f", {how}, every image of the {config['data']['val']['kind']} {config['data']['val'].get('split', 'val')} split")
-    command = "iccld evaluate --checkpoint {model} --config config.yaml --which ema" + (
+    command = "iccld evaluate --checkpoint {model} --which ema" + (
         " --slide" if trainer.get("eval_slide") else "")
     return desc, command
 
@@ -182,11 +182,11 @@ domain adaptation), trained with the `{provenance['method']}` method on {bench['
 
 ```bash
 iccld predict images/ --checkpoint {repo_id} --out predictions/
-hf download {repo_id} config.yaml --local-dir .   # the training config, for its val settings
-iccld evaluate --checkpoint {repo_id} --config config.yaml data.val.root=/path/to/{bench['val']}
+iccld evaluate --checkpoint {repo_id} data.val.root=/path/to/{bench['val']}   # its own config.yaml's val settings
 ```
 
-`config.yaml` is the training config as resolved (its data roots are the trainer's); `labels.json`
+`config.yaml` is the training config as resolved (its data roots are the trainer's: `key=value`
+overrides on the command line replace them); `labels.json`
 holds the class names, the palette and the Cityscapes label ids; `training.json` the provenance.
 
 ## Per-class IoU (val, EMA)

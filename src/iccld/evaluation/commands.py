@@ -53,7 +53,8 @@ def evaluate_command(args) -> int:
     elif loaded.config is not None:  # overrides change the checkpoint's own saved config
         config = with_overrides(loaded.config, args.overrides) if args.overrides else loaded.config
     else:
-        raise ConfigError(f"{args.checkpoint}: a save_pretrained folder has no dataset config; pass --config")
+        raise ConfigError(f"{args.checkpoint}: a save_pretrained folder has no dataset config (a run's "
+                          "final/ has none; an exported model has config.yaml); pass --config")
     # --split replaces data.val.split only when given: by default the config's (or override's) split
     split = args.split if args.split is not None else config.data.val.split
     dataset = build_val_dataset(config.data, split=split, skip_bad=config.data.skip_bad)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+import yaml
 from torch import nn
 
 from ..config import Config, from_dict
@@ -33,8 +35,10 @@ def load_models(checkpoint: str, which: str = "ema") -> LoadedModels:
                                   "or point to the run folder's last.ckpt for both")
         model = load_pretrained(ref.path)
         info = read_training_info(ref.path)
-        return LoadedModels({which: model.eval()}, None, info.get("inference_path", "diffusion"),
-                            info.get("method", "unknown"), info.get("val_resize"))
+        config = _exported_config(ref.path)
+        resize = config.data.val.resize if config is not None else info.get("val_resize")
+        return LoadedModels({which: model.eval()}, config, info.get("inference_path", "diffusion"),
+                            info.get("method", "unknown"), resize)
     state = load_checkpoint(ref.path)
     config = from_dict(state["config"], str(ref.path))
     models = {}
@@ -49,6 +53,19 @@ def load_models(checkpoint: str, which: str = "ema") -> LoadedModels:
     # the checkpoint says which method made it and its path; one saved before it did: ask the method
     made_by = state.get("method") or _describe(config.method.name)
     return LoadedModels(models, config, made_by["inference_path"], made_by["name"], config.data.val.resize)
+
+
+def _exported_config(folder: Path) -> Config | None:
+    """The training config an ``iccld export`` folder (or its Hub snapshot) carries as config.yaml;
+    None for a plain save_pretrained folder such as a run's final/."""
+    path = folder / "config.yaml"
+    if not path.is_file():
+        return None
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise CheckpointError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    return from_dict(raw or {}, str(path))
 
 
 def _describe(name: str) -> dict:
