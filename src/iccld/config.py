@@ -282,13 +282,6 @@ def validate(c: Config) -> None:
     if len(c.data.crop_size) != 2 or min(c.data.crop_size) <= 0:
         raise ConfigError(f"data.crop_size: expected [height, width] > 0, got {c.data.crop_size}")
     for part in ("source", "target"):
-        conditions, kind = getattr(c.data, part).conditions, getattr(c.data, part).kind
-        if conditions is not None:
-            if kind not in DATASET_CONDITIONS:
-                raise ConfigError(f"data.{part}.conditions: only acdc and darkzurich datasets have conditions "
-                                  f"(this one is {kind}); remove it")
-            for value in conditions or [""]:
-                _choice(f"data.{part}.conditions", value, DATASET_CONDITIONS[kind])
         resize = getattr(c.data, part).resize
         if resize is not None and (c.data.crop_size[0] > resize[1] or c.data.crop_size[1] > resize[0]):
             raise ConfigError(
