@@ -125,7 +125,7 @@ def stage2(**kw):
 def test_stage2_mic_trains_the_denoiser_through_z0_hat_and_leaves_the_encoder_alone():
     method = stage2(mic_weight=1.0, mic_block_size=8, freeze_decoder=False)
     out = losses_of(method, batch())
-    assert {"diffusion", "seg", "adv", "mic"} == set(out.losses) and float(out.losses["mic"]) > 0
+    assert {"diffusion", "seg", "adv", "mic"} == set(out.losses) and float(out.losses["mic"].detach()) > 0
     out.losses["mic"].backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in method.model.diffusion.parameters())
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in method.model.decoder.parameters())
@@ -152,3 +152,25 @@ def test_mixed_critic_sees_source_target_and_mixed_with_mixed_as_target():
     # generator: target and mixed both pushed towards the source label
     fooled = torch.cat([tgt, mix]).detach()
     assert torch.allclose(b.losses["adv"], F.mse_loss(fooled, torch.ones_like(fooled)))
+
+
+def test_third_class_critic_scores_three_domains_against_their_one_hot_codes():
+    model = tiny_model()
+    cfg = Stage2Config(adversarial_weight=1.0, adversarial_mixed="third", disc_channels=16, **CONFIDENT)
+    method = Stage2(model, cfg, Stage2.build_critic(cfg, model.config)).eval()
+    out = losses_of(method, batch())
+    assert set(out.critic_inputs) == {"source", "target", "mixed"}
+    disc = method.discriminator
+    scores = {k: disc(v) for k, v in out.critic_inputs.items()}
+    assert scores["source"].shape[1] == 3  # one output per domain: source, mixed, target
+    codes = {"source": 0, "mixed": 1, "target": 2}
+
+    def code(s, k):
+        return F.one_hot(torch.full(s.shape[:1] + s.shape[2:], codes[k]), 3).permute(0, 3, 1, 2).float()
+
+    expected = sum(F.mse_loss(s, code(s, k)) for k, s in scores.items()) / 3
+    assert torch.allclose(method.critic_losses(out.critic_inputs)["disc"], expected)
+    fooled = torch.cat([scores["target"], scores["mixed"]]).detach()  # both pushed to the source code
+    assert torch.allclose(out.losses["adv"], F.mse_loss(fooled, code(fooled, "source")))
+    plain = Stage2.build_critic(Stage2Config(adversarial_weight=1.0), model.config)
+    assert plain(out.critic_inputs["source"]).shape[1] == 1  # the default critic is unchanged

@@ -16,8 +16,10 @@ images and z0_hat(t) the denoiser's one-step estimate of the clean latent from c
 Optional, off by default (docs/method.md, "MIC and FD" and "The mixed domain in the adversarial game"):
 - MIC (``mic_weight`` > 0): the masked target image takes the same path as the segmentation loss,
   frozen E, eps_theta's one-step z0_hat(t), then D, so it trains eps_theta (and D when D trains);
-- ``adversarial_mixed="target"``: the mixed inputs count as target-like, for the critic and in the
-  generator term, so eps_theta aligns source, mixed and target (paper v1);
+- ``adversarial_mixed``: the mixed inputs in the game, so eps_theta aligns source, mixed and target
+  (paper v1): ``target`` counts them as target-like, for the critic and in the generator term;
+  ``third`` gives the critic three outputs, one least-squares code per domain, and eps_theta makes
+  target and mixed inputs score the source code;
 - FD is refused: E is frozen in stage 2, and FD only constrains E.
 """
 
@@ -43,6 +45,9 @@ from .stage1 import Stage1, Stage1Config
 # reads each method's own section), so it is not imported here (docs/architecture.md)
 
 SOURCE, TARGET = 1.0, 0.0  # least-squares GAN labels of the discriminator
+# adversarial_mixed="third": the critic's output channel of each domain; its least-squares target is
+# that domain's one-hot code (B, 3, h, w)
+DOMAIN_CHANNELS = {"source": 0, "mixed": 1, "target": 2}
 
 # fields of the model config that change the shape of some weight; the rest (pretrained, dropout,
 # sampling_steps) may differ between stage 1 and stage 2
@@ -70,7 +75,7 @@ class Stage2Config(Stage1Config):
     disc_betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
     # the mixed latents in the adversarial game: none (the critic sees source vs target) | target
     # (they count as target-like: the critic tells source from target and mixed, and eps_theta makes
-    # both look like source)
+    # both look like source) | third (a three-way critic, source / mixed / target)
     adversarial_mixed: str = switch("none")
 
     def validate(self) -> None:
@@ -78,7 +83,7 @@ class Stage2Config(Stage1Config):
         one_of("method.stage1_weights", self.stage1_weights, ("ema", "model"))
         one_of("method.pseudo_label_path", self.pseudo_label_path, ("direct", "diffusion"))
         one_of("method.adversarial_input", self.adversarial_input, ("latent", "fused"))
-        one_of("method.adversarial_mixed", self.adversarial_mixed, ("none", "target"))
+        one_of("method.adversarial_mixed", self.adversarial_mixed, ("none", "target", "third"))
         if self.fd_weight > 0:
             raise ConfigError(f"method.fd_weight: {self.fd_weight}, but stage 2 freezes E and FD only constrains "
                               "E; set it in the stage-1 run (stage 2 keeps that run's encoder) and 0 here")
@@ -110,12 +115,15 @@ class Stage2(Stage1):
     @staticmethod
     def build_critic(cfg: Stage2Config, model_cfg) -> nn.Module | None:
         """The patch discriminator for ``cfg.adversarial_input``: it reads z0_hat (Cz channels) or D's
-        fused features (decoder_channels); None without the adversarial term."""
+        fused features (decoder_channels), with one output, or three for ``adversarial_mixed="third"``;
+        None without the adversarial term."""
         from ..models import PatchDiscriminator
 
         if cfg.adversarial_weight <= 0:
             return None
         width = model_cfg.latent_channels if cfg.adversarial_input == "latent" else model_cfg.decoder_channels
+        if cfg.adversarial_mixed == "third":
+            return PatchDiscriminator(width, cfg.disc_channels, out_channels=len(DOMAIN_CHANNELS))
         return PatchDiscriminator(width, cfg.disc_channels)
 
     @classmethod
@@ -188,27 +196,40 @@ class Stage2(Stage1):
         if self.discriminator is None:
             return StepOutput(losses)
         groups = {"source": critic_in[:b], "target": critic_in[2 * b: 3 * b]}
-        if self.adversarial_mixed == "target":
+        if self.adversarial_mixed != "none":
             groups["mixed"] = critic_in[b: 2 * b]
         # the generator term: the critic's weights enter as constants, so its gradient reaches
         # eps_theta (and D) but never the critic, which trains only in critic_losses
         fixed = {k: p.detach() for k, p in self.discriminator.named_parameters()}
         fooled = [groups[k] for k in ("target", "mixed") if k in groups]  # to look like source
         score = torch.func.functional_call(self.discriminator, fixed, (torch.cat(fooled),))
-        losses["adv"] = self.weights["adv"] * F.mse_loss(score, torch.full_like(score, SOURCE))
+        losses["adv"] = self.weights["adv"] * F.mse_loss(score, self._label_of(score, "source"))
         return StepOutput(losses, {k: v.detach() for k, v in groups.items()})
 
     def critic_losses(self, critic_inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """LS-GAN critic loss on this step's detached inputs (B, C, h, w): "source" labelled 1,
-        "target" (and "mixed", with ``adversarial_mixed="target"``) labelled 0."""
+        "target" (and "mixed", with ``adversarial_mixed="target"``) labelled 0; with "third", the mean
+        over the three domains of the squared error to that domain's one-hot code."""
         if self.discriminator is None or not critic_inputs:
             return {}
+        if self.adversarial_mixed == "third":
+            terms = [F.mse_loss(s, self._label_of(s, k))
+                     for k, s in ((k, self.discriminator(critic_inputs[k])) for k in DOMAIN_CHANNELS)]
+            return {"disc": sum(terms) / len(terms)}
         s_src = self.discriminator(critic_inputs["source"])
         targets = [critic_inputs[k] for k in ("target", "mixed") if k in critic_inputs]
         s_tgt = self.discriminator(torch.cat(targets))  # (B or 2B, 1, h', w')
         loss = 0.5 * (F.mse_loss(s_src, torch.full_like(s_src, SOURCE))
                       + F.mse_loss(s_tgt, torch.full_like(s_tgt, TARGET)))
         return {"disc": loss}
+
+    def _label_of(self, score: torch.Tensor, domain: str) -> torch.Tensor:
+        """The critic's least-squares target for ``domain`` at the shape of ``score`` (B, 1 or 3, h, w)."""
+        if self.adversarial_mixed == "third":
+            code = torch.zeros(score.shape[1], dtype=score.dtype, device=score.device)
+            code[DOMAIN_CHANNELS[domain]] = 1.0
+            return code.view(1, -1, 1, 1).expand_as(score)
+        return torch.full_like(score, SOURCE if domain == "source" else TARGET)
 
     @torch.no_grad()
     def after_step(self, step: int) -> None:
