@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
+import pytest
 import torch
 
 from iccld.config import load_config
@@ -79,3 +80,12 @@ def test_resume_with_mic_on_is_bitwise_identical(tiny_benchmark, tmp_path, monke
     for part in ("model", "ema_model"):
         for key in a[part]:
             assert torch.equal(a[part][key], b[part][key]), f"{part}.{key}"
+
+
+def test_a_run_with_mic_on_is_not_taken_for_the_same_config_with_mic_off(tiny_benchmark, tmp_path):
+    from iccld.errors import TrainingError
+
+    overrides = tiny_overrides(tiny_benchmark)
+    assert train("stage1_mic", tmp_path / "run", overrides) == 0
+    with pytest.raises(TrainingError, match="different config.*method.mic_weight"):
+        train("stage1", tmp_path / "run", overrides, resume=True)
