@@ -135,7 +135,11 @@ def test_roundtrip_through_dict_and_yaml():
     again = from_dict(yaml.safe_load(to_yaml(c)))
     assert again == c and isinstance(again, Config)
     assert to_dict(again)["model"]["inter_coder"] is False
-    assert dataclasses.asdict(again) == to_dict(c)
+    assert dataclasses.asdict(again) == dataclasses.asdict(c) and to_dict(again) == to_dict(c)
+    # switches at their off default are left out of the saved form, and come back on loading
+    assert "mic_weight" not in to_dict(c)["method"] and again.method.mic_weight == 0.0
+    on = load_config(None, ["method.mic_weight=1.0"])
+    assert to_dict(on)["method"]["mic_weight"] == 1.0 and from_dict(to_dict(on)) == on
 
 
 def test_every_shipped_config_loads():

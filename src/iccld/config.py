@@ -186,7 +186,17 @@ def _build(chain: list[tuple[str, dict]], overrides: list[str] | tuple[str, ...]
 
 
 def to_dict(config: Config) -> dict:
-    return dataclasses.asdict(config)
+    """The config as plain data. A method's switches at their off default (``methods.base.switch``)
+    are left out, so that turning a later component off reproduces an earlier run's config exactly."""
+    from .methods.base import OFF_BY_DEFAULT
+
+    data = dataclasses.asdict(config)
+    method = data.get("method")
+    if isinstance(method, dict) and dataclasses.is_dataclass(config.method):
+        for f in dataclasses.fields(config.method):
+            if f.metadata.get(OFF_BY_DEFAULT) and method.get(f.name) == f.default:
+                del method[f.name]
+    return data
 
 
 def to_yaml(config: Config) -> str:

@@ -133,3 +133,27 @@ def test_accuracy_extra_evaluations_agree_with_the_run_and_are_cached(tiny_bench
     (run / "results.json").write_text(json.dumps(results))
     with pytest.raises(AssertionError, match="evaluated again"):
         accuracy.extra_evaluations(run)
+
+
+def test_new_rows_name_their_stage1_runs_and_get_paired_deltas():
+    rows = {key: (config, stage1) for key, config, stage1, _ in accuracy.METHODS}
+    assert rows["stage2_mic"] == ("stage2_mic", "stage1_mic") and rows["stage2_fd"] == ("stage2_fd", "stage1_fd")
+    assert rows["stage2_mixed"] == ("stage2_mixed", "stage1") and rows["stage1_mic"] == ("stage1_mic", None)
+    for config, stage1 in rows.values():  # every row's config exists, and so does the stage-1 row it needs
+        assert (accuracy.CONFIGS / f"{config}.yaml").is_file()
+        assert stage1 is None or stage1 in rows
+    # the rows that ran before these were added keep their keys and configs, in their order
+    old = ["oracle", "source_only", "stage1", "stage1_no_intercoder", "stage2_no_adv", "stage2_no_intercoder",
+           "stage2_no_intercoder_no_adv", "stage2"]
+    assert [k for k in rows if k in old] == old and all(rows[k][0] == k for k in old)
+    runs = [_run("stage2", s, v) for s, v in enumerate([18.0, 18.5, 18.4])]
+    runs += [_run("stage2_mic", s, v) for s, v in enumerate([19.0, 18.0, 19.4])]
+    runs += [_run("stage1", s, v) for s, v in enumerate([16.0, 17.0, 15.0])]
+    runs += [_run("stage1_fd", s, v) for s, v in enumerate([15.0, 17.5, 15.0])]
+    lines = accuracy.findings(accuracy.summarise(runs), runs)
+    mic = next(line for line in lines if line.startswith("- MIC in both stages"))
+    # deltas +1.0, -0.5, +1.0
+    assert mic.startswith("- MIC in both stages (ICCLD + MIC over ICCLD): +0.50 mIoU on test")
+    assert "paired by seed +0.50 ± 0.87, 2 of 3 seeds better" in mic
+    fd = next(line for line in lines if line.startswith("- FD in stage 1:"))
+    assert "paired by seed -0.17 ± 0.76, 1 of 3 seeds better" in fd  # -1.0, +0.5, 0.0

@@ -42,6 +42,18 @@ from ..uda.ema import copy_model, ema_update
 SOURCE, TARGET, LABELLED_TARGET = "source", "target", "labelled_target"
 
 
+OFF_BY_DEFAULT = "off_by_default"  # field metadata: see :func:`switch`
+
+
+def switch(default: Any) -> Any:
+    """A dataclass field for a component added after runs were saved, off at ``default``.
+
+    At its default the key is left out of the resolved config (:func:`iccld.config.to_dict`), so a
+    run with the component off has the same ``config.yaml``, cache keys and run folder as one saved
+    before the component existed; loading fills the default back in."""
+    return field(default=default, metadata={OFF_BY_DEFAULT: True})
+
+
 def one_of(field_name: str, value: str, choices: tuple[str, ...]) -> None:
     """ConfigError naming the field, the choices and the closest one, unless ``value`` is a choice."""
     if value not in choices:

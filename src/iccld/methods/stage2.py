@@ -12,6 +12,15 @@ images and z0_hat(t) the denoiser's one-step estimate of the clean latent from c
 4. (trainer) the discriminator's own step, on the detached inputs ``training_losses`` returns with
    the losses (:class:`~iccld.methods.base.StepOutput`), with its own optimiser (:meth:`Stage2.critic`);
 5. (trainer) EMA update of the trainable parts.
+
+Optional, off by default (docs/method.md, "MIC and FD" and "The mixed domain in the adversarial game"):
+- MIC (``mic_weight`` > 0): the masked target image takes the same path as the segmentation loss,
+  frozen E, eps_theta's one-step z0_hat(t), then D, so it trains eps_theta (and D when D trains);
+- ``adversarial_mixed``: the mixed inputs in the game, so eps_theta aligns source, mixed and target
+  (paper v1): ``target`` counts them as target-like, for the critic and in the generator term;
+  ``third`` gives the critic three outputs, one least-squares code per domain, and eps_theta makes
+  target and mixed inputs score the source code;
+- FD is refused: E is frozen in stage 2, and FD only constrains E.
 """
 
 from __future__ import annotations
@@ -28,13 +37,17 @@ from torch import nn
 from ..errors import CheckpointError, ConfigError
 from ..uda.ema import ema_update
 from ..uda.pseudo_label import pseudo_labels
-from .base import Critic, StepOutput, cross_entropy, one_of
+from ..uda.mic import masked_consistency_loss
+from .base import Critic, StepOutput, cross_entropy, one_of, switch
 from .stage1 import Stage1, Stage1Config
 
 # ``config`` arguments are the run's iccld.config.Config: the config layer sits above the methods (it
 # reads each method's own section), so it is not imported here (docs/architecture.md)
 
 SOURCE, TARGET = 1.0, 0.0  # least-squares GAN labels of the discriminator
+# adversarial_mixed="third": the critic's output channel of each domain; its least-squares target is
+# that domain's one-hot code (B, 3, h, w)
+DOMAIN_CHANNELS = {"source": 0, "mixed": 1, "target": 2}
 
 # fields of the model config that change the shape of some weight; the rest (pretrained, dropout,
 # sampling_steps) may differ between stage 1 and stage 2
@@ -60,12 +73,20 @@ class Stage2Config(Stage1Config):
     disc_channels: int = 64
     disc_lr: float = 1e-4
     disc_betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
+    # the mixed latents in the adversarial game: none (the critic sees source vs target) | target
+    # (they count as target-like: the critic tells source from target and mixed, and eps_theta makes
+    # both look like source) | third (a three-way critic, source / mixed / target)
+    adversarial_mixed: str = switch("none")
 
     def validate(self) -> None:
         super().validate()
         one_of("method.stage1_weights", self.stage1_weights, ("ema", "model"))
         one_of("method.pseudo_label_path", self.pseudo_label_path, ("direct", "diffusion"))
         one_of("method.adversarial_input", self.adversarial_input, ("latent", "fused"))
+        one_of("method.adversarial_mixed", self.adversarial_mixed, ("none", "target", "third"))
+        if self.fd_weight > 0:
+            raise ConfigError(f"method.fd_weight: {self.fd_weight}, but stage 2 freezes E and FD only constrains "
+                              "E; set it in the stage-1 run (stage 2 keeps that run's encoder) and 0 here")
         if not self.stage1_checkpoint:
             raise ConfigError("method.stage1_checkpoint: stage 2 starts from a stage-1 run; set it to that "
                               "run's folder, its last.ckpt or its final/ folder")
@@ -84,6 +105,7 @@ class Stage2(Stage1):
         self.pseudo_label_path = cfg.pseudo_label_path
         self.decoder_lr_mult = cfg.decoder_lr_mult
         self.adversarial_input = cfg.adversarial_input
+        self.adversarial_mixed = cfg.adversarial_mixed
         self.disc_optim = dict(lr=cfg.disc_lr, betas=tuple(cfg.disc_betas))
         # names, not modules: the frozen parts stay registered once, under ``model``
         self.frozen = ("encoder", "latent_head") + (("decoder",) if cfg.freeze_decoder else ())
@@ -93,12 +115,15 @@ class Stage2(Stage1):
     @staticmethod
     def build_critic(cfg: Stage2Config, model_cfg) -> nn.Module | None:
         """The patch discriminator for ``cfg.adversarial_input``: it reads z0_hat (Cz channels) or D's
-        fused features (decoder_channels); None without the adversarial term."""
+        fused features (decoder_channels), with one output, or three for ``adversarial_mixed="third"``;
+        None without the adversarial term."""
         from ..models import PatchDiscriminator
 
         if cfg.adversarial_weight <= 0:
             return None
         width = model_cfg.latent_channels if cfg.adversarial_input == "latent" else model_cfg.decoder_channels
+        if cfg.adversarial_mixed == "third":
+            return PatchDiscriminator(width, cfg.disc_channels, out_channels=len(DOMAIN_CHANNELS))
         return PatchDiscriminator(width, cfg.disc_channels)
 
     @classmethod
@@ -137,47 +162,74 @@ class Stage2(Stage1):
         pl, weight = self.target_pseudo_labels(x_t)
         x_m, y_m, w_m = self.mixed_batch(x_s, y_s, x_t, pl, weight, generator)
 
-        # one pass of the frozen encoder over source, mixed and target images
-        images = torch.cat([x_s, x_m, x_t])  # (3B, 3, H, W)
+        # one pass of the frozen encoder over source, mixed and target images (and, with MIC, the
+        # masked target image, last)
+        images = [x_s, x_m, x_t]
+        mic = self.mic["weight"] > 0
+        if mic:
+            images.append(self.masked_target(x_t, generator))
         with torch.no_grad():
-            z0, skips = model.encode(images)  # z0 (3B, Cz, H/s, W/s)
+            z0, skips = model.encode(torch.cat(images))  # z0 (3B or 4B, Cz, H/s, W/s)
         z0, skips = z0.detach(), [f.detach() for f in skips]
 
         # every latent noised at its own random timestep, one denoiser pass; the diffusion loss on the
-        # source and mixed latents only, z0_hat (3B, Cz, h, w) for all three
+        # source and mixed latents only, z0_hat (3B or 4B, Cz, h, w) for all
         loss_diff, z0_hat = model.diffusion.loss(z0, z0, generator, rows=slice(0, 2 * b))
 
         size = x_s.shape[-2:]
         if self.discriminator is not None and self.adversarial_input == "fused":
-            # D's fused features of all three batches; the discriminator sees source vs target ones
-            feats = model.decode_features(z0_hat, skips, size)  # (3B, C_D, H/4, W/4)
+            # D's fused features of every batch; the discriminator sees source vs target (and mixed) ones
+            feats = model.decode_features(z0_hat, skips, size)  # (3B or 4B, C_D, H/4, W/4)
             logits = model.decoder.classify(feats[: 2 * b], size)
-            z_src, z_tgt = feats[:b], feats[2 * b:]
+            logits_k = model.decoder.classify(feats[3 * b:], size) if mic else None
+            critic_in = feats
         else:
             logits = model.decode(z0_hat[: 2 * b], [f[: 2 * b] for f in skips], size)
-            z_src, z_tgt = z0_hat[:b], z0_hat[2 * b:]
+            logits_k = model.decode(z0_hat[3 * b:], [f[3 * b:] for f in skips], size) if mic else None
+            critic_in = z0_hat
         loss_seg = (cross_entropy(logits[:b], y_s) + cross_entropy(logits[b:], y_m, w_m)) / 2
 
         losses = {"diffusion": self.weights["diffusion"] * loss_diff, "seg": self.weights["seg"] * loss_seg}
+        if mic:
+            losses["mic"] = self.mic["weight"] * masked_consistency_loss(logits_k, pl, weight)
         self.stats = {"pl_weight": float(weight.amax(dim=(1, 2)).mean())}
         if self.discriminator is None:
             return StepOutput(losses)
+        groups = {"source": critic_in[:b], "target": critic_in[2 * b: 3 * b]}
+        if self.adversarial_mixed != "none":
+            groups["mixed"] = critic_in[b: 2 * b]
         # the generator term: the critic's weights enter as constants, so its gradient reaches
         # eps_theta (and D) but never the critic, which trains only in critic_losses
         fixed = {k: p.detach() for k, p in self.discriminator.named_parameters()}
-        score = torch.func.functional_call(self.discriminator, fixed, (z_tgt,))
-        losses["adv"] = self.weights["adv"] * F.mse_loss(score, torch.full_like(score, SOURCE))
-        return StepOutput(losses, {"source": z_src.detach(), "target": z_tgt.detach()})
+        fooled = [groups[k] for k in ("target", "mixed") if k in groups]  # to look like source
+        score = torch.func.functional_call(self.discriminator, fixed, (torch.cat(fooled),))
+        losses["adv"] = self.weights["adv"] * F.mse_loss(score, self._label_of(score, "source"))
+        return StepOutput(losses, {k: v.detach() for k, v in groups.items()})
 
     def critic_losses(self, critic_inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """LS-GAN critic loss on this step's detached source and target inputs (B, C, h, w)."""
+        """LS-GAN critic loss on this step's detached inputs (B, C, h, w): "source" labelled 1,
+        "target" (and "mixed", with ``adversarial_mixed="target"``) labelled 0; with "third", the mean
+        over the three domains of the squared error to that domain's one-hot code."""
         if self.discriminator is None or not critic_inputs:
             return {}
+        if self.adversarial_mixed == "third":
+            terms = [F.mse_loss(s, self._label_of(s, k))
+                     for k, s in ((k, self.discriminator(critic_inputs[k])) for k in DOMAIN_CHANNELS)]
+            return {"disc": sum(terms) / len(terms)}
         s_src = self.discriminator(critic_inputs["source"])
-        s_tgt = self.discriminator(critic_inputs["target"])
+        targets = [critic_inputs[k] for k in ("target", "mixed") if k in critic_inputs]
+        s_tgt = self.discriminator(torch.cat(targets))  # (B or 2B, 1, h', w')
         loss = 0.5 * (F.mse_loss(s_src, torch.full_like(s_src, SOURCE))
                       + F.mse_loss(s_tgt, torch.full_like(s_tgt, TARGET)))
         return {"disc": loss}
+
+    def _label_of(self, score: torch.Tensor, domain: str) -> torch.Tensor:
+        """The critic's least-squares target for ``domain`` at the shape of ``score`` (B, 1 or 3, h, w)."""
+        if self.adversarial_mixed == "third":
+            code = torch.zeros(score.shape[1], dtype=score.dtype, device=score.device)
+            code[DOMAIN_CHANNELS[domain]] = 1.0
+            return code.view(1, -1, 1, 1).expand_as(score)
+        return torch.full_like(score, SOURCE if domain == "source" else TARGET)
 
     @torch.no_grad()
     def after_step(self, step: int) -> None:

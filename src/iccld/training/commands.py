@@ -8,6 +8,7 @@ time writes a run folder (:class:`~iccld.outputs.RunLock`).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import sys
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from ..config import Config, from_dict, load_config, to_dict
+from ..config import Config, from_dict, load_config
 from ..errors import CheckpointError, TrainingError
 from ..io.checkpoint import CKPT_NAME, FINAL_DIR, TRAINING_INFO, load_checkpoint
 from ..outputs import LOCK, MARKER, RunLock, check_output_dir, forget_outputs, read_marker, record_outputs
@@ -53,7 +54,9 @@ def _same(key: str, x, y) -> bool:
 
 
 def config_differences(a: Config, b: Config, ignore: set[str] = frozenset()) -> list[str]:
-    fa, fb = _flatten(to_dict(a)), _flatten(to_dict(b))
+    # every field, switches at their off default included (``to_dict`` leaves those out), so a run
+    # saved with MIC on is never taken for the same config with MIC off
+    fa, fb = _flatten(dataclasses.asdict(a)), _flatten(dataclasses.asdict(b))
     return [k for k in fa if k not in ignore and not _same(k, fa[k], fb.get(k))]
 
 
