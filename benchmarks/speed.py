@@ -7,13 +7,15 @@
 Measures, on random tensors (the data loader is not measured):
 1. time per training iteration of source_only, stage1 and stage2 (see common.TrainingStep), with the
    batch size and crop of configs/synthetic/*.yaml, as a ratio to source_only;
-2. latency of ``ICCLD.predict`` on one 256x128 image (the synthetic val size) for the stage-1 path
+2. latency of predict as the commands run it (``iccld.evaluation.inference.model_predict``:
+   ``ICCLD.predict`` with the CLI's thread choice) on one 256x128 image (the synthetic val size) for the stage-1 path
    and for K DDIM steps x N noise draws, as a ratio to the stage-1 path, plus a breakdown into
    encoder, decoder, one generic denoiser call and the K=4 sampling loop; on the CPU, the K=4 ratio
    again under other OpenMP wait policies and thread counts (one fresh process each);
 3. peak memory of each training method and of three predict settings (CPU: the growth of the peak
    resident set size of a fresh process while it runs the workload; CUDA: max_memory_allocated);
-4. predict latency against image size;
+4. predict latency against image size, on one thread, on all of them and with the commands' choice
+   (where ``SMALL_INPUT_PIXELS`` comes from);
 5. the same K=4 / stage-1 ratio for the ``paper`` preset (MiT-B5, the full-size denoiser) on one
    512x512 image (the paper's crop), randomly initialised: the scale the method is designed for.
 Workloads of one table are timed round-robin and ratios are taken per round, so load from other
@@ -83,13 +85,26 @@ def _predict_model(device):
     return build_model_from_config(synthetic_configs()["stage2"].model).to(device).eval()
 
 
-def _predict_fn(model, x, steps: int | None, draws: int):
-    """A call of model.predict: the stage-1 path when ``steps`` is None, else K steps x N draws."""
+def _predict_fn(model, x, steps: int | None, draws: int, threads: int | None = None):
+    """A predict call as the commands make it (model_predict: one CPU thread for a small input): the
+    stage-1 path when ``steps`` is None, else K steps x N draws. ``threads``: call ``model.predict``
+    itself on that many threads instead."""
     import torch
 
-    if steps is None:
-        return lambda: model.predict(x, diffusion=False)
-    return lambda: model.predict(x, steps=steps, samples=draws, generator=torch.Generator().manual_seed(0))
+    from iccld.evaluation.inference import model_predict
+
+    kwargs = dict(diffusion=False) if steps is None else dict(steps=steps, samples=draws)
+    if threads is None:
+        return lambda: model_predict(model, x, generator=torch.Generator().manual_seed(0), **kwargs)
+
+    def call():
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            return model.predict(x, generator=torch.Generator().manual_seed(0), **kwargs)
+        finally:
+            torch.set_num_threads(before)
+    return call
 
 
 def _image(size: tuple[int, int], device):
@@ -159,19 +174,36 @@ def measure_predict(device, warmup: int, repeats: int) -> dict:
 
 
 def measure_sizes(device, warmup: int, repeats: int) -> dict:
+    """Per image size: the commands' predict (stage-1 path and K=4), and on the CPU ``model.predict``
+    on one thread and on all the process's threads, which is where SMALL_INPUT_PIXELS comes from."""
+    import torch
+
+    from iccld.evaluation.inference import SMALL_INPUT_PIXELS
+
     model = _predict_model(device)
+    cpu = not str(device).startswith("cuda")
+    many = torch.get_num_threads()
+    settings = {"command": None, **({"1": 1, str(many): many} if cpu and many > 1 else {})}
     fns = {}
     for size in SIZES:
         x = _image(size, device)
-        fns[f"{size}_stage1"] = _predict_fn(model, x, None, 1)
-        fns[f"{size}_K4"] = _predict_fn(model, x, 4, 1)
+        for name, threads in settings.items():
+            fns[f"{size}_{name}_stage1"] = _predict_fn(model, x, None, 1, threads)
+            fns[f"{size}_{name}_K4"] = _predict_fn(model, x, 4, 1, threads)
     timings = time_interleaved(fns, warmup, repeats, _sync(device))
     rows = []
     for size in SIZES:
-        s1, k4 = timings[f"{size}_stage1"], timings[f"{size}_K4"]
-        rows.append({"size_wh": list(size), "pixels": size[0] * size[1], "stage1_ms": s1.as_dict()["median_ms"],
-                     "K4_ms": k4.as_dict()["median_ms"], "K4_over_stage1": round(paired_ratio(k4, s1), 3)})
-    return {"rows": rows, "repeats": repeats, "warmup": warmup}
+        s1, k4 = timings[f"{size}_command_stage1"], timings[f"{size}_command_K4"]
+        row = {"size_wh": list(size), "pixels": size[0] * size[1], "stage1_ms": s1.as_dict()["median_ms"],
+               "K4_ms": k4.as_dict()["median_ms"], "K4_over_stage1": round(paired_ratio(k4, s1), 3),
+               "one_thread": size[0] * size[1] <= SMALL_INPUT_PIXELS and cpu and many > 1}
+        for name in settings:
+            if name != "command":
+                row[f"threads_{name}"] = {w: timings[f"{size}_{name}_{w}"].as_dict()["median_ms"]
+                                          for w in ("stage1", "K4")}
+        rows.append(row)
+    return {"rows": rows, "repeats": repeats, "warmup": warmup, "threads": many,
+            "small_input_pixels": SMALL_INPUT_PIXELS}
 
 
 def measure_paper(device, warmup: int, repeats: int) -> dict:
@@ -212,7 +244,8 @@ def ratio_probe(device) -> dict:
 
     model = _predict_model(device)
     x = _image(PREDICT_SIZE, device)
-    timings = time_interleaved({"stage1_path": _predict_fn(model, x, None, 1), "K4": _predict_fn(model, x, 4, 1)},
+    n = torch.get_num_threads()  # ICCLD.predict itself, on the process's threads
+    timings = time_interleaved({"stage1_path": _predict_fn(model, x, None, 1, n), "K4": _predict_fn(model, x, 4, 1, n)},
                                3, POLICY_ROUNDS, _sync(device))
     return {"policy": os.environ.get("OMP_WAIT_POLICY"), "threads": torch.get_num_threads(),
             "stage1_ms": timings["stage1_path"].as_dict()["median_ms"], "K4_ms": timings["K4"].as_dict()["median_ms"],
@@ -339,8 +372,10 @@ def render_speed_section(r: dict) -> str:
     lines += [markdown_table(["method", "ms / iteration (median)", "min-max", "x source_only",
                               "peak memory growth (MiB)"], rows), ""]
     w, h = pr["size_wh"]
-    lines += [f"### Inference latency (`ICCLD.predict`, batch 1, {w}x{h} W x H, latent "
-              f"{pr['latent_hw'][1]}x{pr['latent_hw'][0]})", ""]
+    lines += [f"### Inference latency (predict as `iccld predict`/`evaluate` run it, batch 1, {w}x{h} W x H, latent "
+              f"{pr['latent_hw'][1]}x{pr['latent_hw'][0]})", "",
+              "`ICCLD.predict` through the commands' `model_predict`, which runs an input of at most "
+              f"{r['sizes'].get('small_input_pixels', 32768)} pixels on one CPU thread (see the image-size table).", ""]
     rows = []
     for row in pr["rows"]:
         path = "stage-1 path D(z0)" if row["path"] == "stage1" else "diffusion"
@@ -363,17 +398,31 @@ def render_speed_section(r: dict) -> str:
                   f"{r['policies']['rounds']} round-robin rounds. The CLI sets `OMP_WAIT_POLICY=PASSIVE` "
                   "unless the environment says otherwise: idle OpenMP threads sleep, which keeps jobs that "
                   "share the cores from stalling each other, but wakes them for every parallel region. "
-                  "`ACTIVE` (spinning) is faster for a job alone on the machine.", "",
+                  "`ACTIVE` (spinning) is faster for a job alone on the machine. `ICCLD.predict` itself at "
+                  "each thread count (the commands' one-thread choice is not applied here).", "",
                   markdown_table(["OMP_WAIT_POLICY", "threads", "stage-1 path ms", "K=4 ms", "K=4 / stage-1"],
                                  rows), ""]
+    sz = r["sizes"]
+    many = sz.get("threads")
     lines += ["### Time against image size (batch 1)", "",
               "E and D grow with the number of pixels; the denoiser runs on the stride-16 latent grid, "
               "so the K=4 path costs E and D plus a sampling loop "
-              "that stays small at every size. Small images are the noisiest rows: there the time is "
-              "mostly waking OpenMP threads.", ""]
-    rows = [[f"{s['size_wh'][0]}x{s['size_wh'][1]}", s["pixels"], f"{s['stage1_ms']:.1f}", f"{s['K4_ms']:.1f}",
-             f"{s['K4_over_stage1']:.2f}x"] for s in r["sizes"]["rows"]]
-    lines += [markdown_table(["W x H", "pixels", "stage-1 path ms", "K=4 ms", "K=4 / stage-1"], rows), ""]
+              "that stays small at every size. On small images most of the time is waking OpenMP threads: "
+              "the commands run an input of at most "
+              f"{sz.get('small_input_pixels', 32768)} pixels on one thread (`model_predict`). "
+              "The first columns are the commands' times; the last ones `ICCLD.predict` itself on one thread "
+              f"and on {many}, which is where that limit comes from.", ""]
+    header = ["W x H", "pixels", "threads", "stage-1 path ms", "K=4 ms", "K=4 / stage-1"]
+    if many and many > 1 and "threads_1" in sz["rows"][0]:
+        header += ["stage-1 / K=4 ms, 1 thread", f"stage-1 / K=4 ms, {many} threads"]
+    rows = []
+    for s in sz["rows"]:
+        row = [f"{s['size_wh'][0]}x{s['size_wh'][1]}", s["pixels"], 1 if s.get("one_thread") else (many or "-"),
+               f"{s['stage1_ms']:.1f}", f"{s['K4_ms']:.1f}", f"{s['K4_over_stage1']:.2f}x"]
+        if len(header) > 6:
+            row += [f"{s[k]['stage1']:.1f} / {s[k]['K4']:.1f}" for k in ("threads_1", f"threads_{many}")]
+        rows.append(row)
+    lines += [markdown_table(header, rows), ""]
     if "paper" in r:
         pp = r["paper"]
         w, h = pp["size_wh"]

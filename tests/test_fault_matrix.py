@@ -280,6 +280,22 @@ def predict_over_existing_output(w, tmp):
 
 
 @case
+def predict_overwrite_user_file_in_a_run_folder(w, tmp):
+    run = copy_run(w, tmp)
+    mine = png(run / "preds" / "a_trainid.png", np.zeros((30, 41), np.uint8))  # the user's, in the run folder
+    return Case(["predict", "--checkpoint", str(run / "final"), str(w["photos"]), "--out", str(run / "preds"),
+                 "--overwrite"], [str(mine), "iccld did not write it"], [run])
+
+
+@case
+def evaluate_json_overwrite_user_file_in_a_run_folder(w, tmp):
+    run = copy_run(w, tmp)
+    mine = user_file(run / "eval.json")
+    return Case(["evaluate", "--checkpoint", str(run), "--json", str(mine), "--overwrite", "--max-images", "1"],
+                [str(mine), "iccld did not write it"], [run])
+
+
+@case
 def predict_over_input_image(w, tmp):
     photos = Path(shutil.copytree(w["photos"], tmp / "photos"))
     twin = png(photos / "a_color.png", np.zeros((30, 41, 3), np.uint8))
@@ -721,6 +737,23 @@ def test_overwrite_removes_only_what_the_run_wrote(world, tmp_path, capsys):
     assert load_checkpoint(run / "last.ckpt")["iteration"] == 1
 
 
+def test_outputs_written_into_a_run_folder_are_claimed_and_may_be_replaced(world, tmp_path, capsys):
+    """predict and evaluate --json inside a run folder list their files in its marker, so their next
+    --overwrite replaces them (a user's file there never is: see the matrix); train --overwrite
+    leaves them alone."""
+    run = copy_run(world, tmp_path)
+    predict = ["predict", "--checkpoint", str(run / "final"), str(world["photos"]), "--out", str(run / "preds")]
+    evaluate = ["evaluate", "--checkpoint", str(run), "--json", str(run / "eval.json"), "--max-images", "1"]
+    assert main(predict) == 0 and main(evaluate) == 0
+    files = json.loads((run / MARKER).read_text())["files"]
+    assert files["preds/a_trainid.png"] == "predict" and files["preds/b_overlay.png"] == "predict"
+    assert files["eval.json"] == "evaluate" and files["last.ckpt"] == "train"
+    assert main(predict) == 2  # without --overwrite: refused
+    assert main(predict + ["--overwrite"]) == 0 and main(evaluate + ["--overwrite"]) == 0
+    assert main(train(world, run, "--overwrite", "trainer.max_iters=1")) == 0
+    assert (run / "preds" / "a_trainid.png").is_file() and (run / "eval.json").is_file()
+
+
 def test_a_run_of_a_killed_process_is_taken_over_and_its_temporaries_removed(world, tmp_path, capsys):
     run = copy_run(world, tmp_path)
     (run / LOCK).write_text(json.dumps({"pid": 2 ** 22 + 7, "host": "gone"}))  # nobody holds the flock
@@ -850,3 +883,17 @@ def test_an_environment_error_in_a_worker_is_one_line_too(error):
         wrapped.reraise()  # what the DataLoader does in the main process
     line = one_line(caught.value)
     assert "\n" not in line and "/data/x.png" in line and error.strerror in line and "Traceback" not in line
+
+
+def test_prepare_synthetic_checks_its_folder_before_generating(tmp_path, capsys, monkeypatch):
+    import iccld.data.synthetic as synthetic
+
+    def never(**kwargs):
+        raise AssertionError("generated before the folder was checked")
+
+    monkeypatch.setattr(synthetic, "generate", never)
+    mine = user_file(tmp_path / "file.txt")
+    assert main(["prepare", "synthetic", "--out", str(mine / "bench")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(mine) in err[0]
+    assert mine.read_text() == "mine\n"

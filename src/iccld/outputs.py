@@ -5,7 +5,9 @@ Policy (one place, used by every command that writes):
 - :func:`check_output_file` — a writer (``--json``, reports, figures, predictions, exports) refuses to
   replace an existing file unless the user passed ``--overwrite``, and never writes over a file that a
   marker lists as written by another iccld command (``evaluate --json RUN/last.ckpt`` is refused even
-  with ``--overwrite``).
+  with ``--overwrite``), nor over a file inside a marked folder that no marker lists (the user's own
+  file in a run folder). :func:`claim_outputs` then lists what a command writes into a marked folder,
+  so that its next ``--overwrite`` may replace it.
 - :func:`check_output_dir` — an output folder is checked (not a file, not under a file, writable)
   before any heavy work, so a read-only disk fails in the first second, not after an evaluation.
 - A folder iccld fills (a run folder, the demo folder) holds :data:`MARKER`, a JSON map from each file
@@ -79,6 +81,24 @@ def _rel(folder: Path, path) -> str:
         return Path(path).as_posix()
 
 
+def marked_folder(path: Path) -> Path | None:
+    """The nearest of the three folders above ``path`` that holds an iccld marker, or None."""
+    path = Path(os.path.abspath(path))
+    return next((folder for folder in list(path.parents)[:3] if (folder / MARKER).is_file()), None)
+
+
+def claim_outputs(paths, command: str) -> None:
+    """List each of ``paths`` as ``command``'s in the marker of the folder it lies in, when it lies in
+    one (a run or demo folder); called before the files are written. Elsewhere nothing is recorded."""
+    by_folder: dict[Path, list[Path]] = {}
+    for path in paths:
+        folder = marked_folder(Path(path))
+        if folder is not None:
+            by_folder.setdefault(folder, []).append(Path(os.path.abspath(path)))
+    for folder, mine in by_folder.items():
+        record_outputs(folder, mine, command)
+
+
 def written_by(path: Path) -> tuple[Path, str] | None:
     """(marker folder, command) when a marker in one of the three nearest folders lists ``path``."""
     path = Path(os.path.abspath(path))
@@ -98,9 +118,10 @@ def check_output_file(path: str | Path, *, overwrite: bool, command: str, flag: 
     """Check, before any heavy work, that ``command`` may write the file ``path``; create its folder.
 
     Refused (OutputError): a folder at ``path``; a file listed in an iccld marker as written by another
-    command (never, whatever ``overwrite``); an existing file, unless ``overwrite`` (or, with
-    ``replace_own``, the marker lists it as ``command``'s own). The folder must be writable (checked
-    unless ``check_dir`` is false, for a caller that checked it once for many files).
+    command, or an existing file in a marked folder that no marker lists (the user's: never, whatever
+    ``overwrite``); an existing file, unless ``overwrite`` (or, with ``replace_own``, the marker lists
+    it as ``command``'s own). The folder must be writable (checked unless ``check_dir`` is false, for a
+    caller that checked it once for many files). A writer then calls :func:`claim_outputs`.
     """
     path = Path(path)
     if path.is_dir():
@@ -109,6 +130,9 @@ def check_output_file(path: str | Path, *, overwrite: bool, command: str, flag: 
     if owner is not None and owner[1] != command:
         raise OutputError(f"{path}: written by `iccld {owner[1]}` in {owner[0]}; iccld {command} never "
                           "writes over it; choose another path")
+    if owner is None and path.exists() and overwrite and (folder := marked_folder(path)) is not None:
+        raise OutputError(f"{path}: lies in the iccld folder {folder} but iccld did not write it; "
+                          "--overwrite never replaces your files there; choose another path")
     if path.exists() and not overwrite and not (replace_own and owner is not None):
         raise OutputError(f"{path}: exists; pass {flag} to replace it, or choose another path")
     if check_dir:

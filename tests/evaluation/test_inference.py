@@ -89,3 +89,52 @@ def test_bad_arguments_raise():
         slide_inference(pointwise, image, (4, 4), (5, 4), num_classes=5)
     with pytest.raises(ValueError, match="expected"):
         slide_inference(pointwise, image, (4, 4), (4, 4), num_classes=3)
+
+
+class _ThreadSpy(torch.nn.Module):
+    """Records torch's thread count when its predict runs."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def predict(self, x, **kwargs):
+        self.seen.append(torch.get_num_threads())
+        return x.sum()
+
+
+@pytest.mark.parametrize("shape,inside", [((1, 3, 128, 256), 1),   # the benchmark's images: one thread
+                                          ((2, 3, 128, 256), 2),   # two of them: B * H * W counts
+                                          ((1, 3, 256, 512), 2)])
+def test_model_predict_runs_small_cpu_inputs_on_one_thread(shape, inside):
+    from iccld.evaluation.inference import SMALL_INPUT_PIXELS, model_predict
+
+    assert SMALL_INPUT_PIXELS == 256 * 128
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        spy = _ThreadSpy()
+        x = torch.zeros(shape)
+        assert model_predict(spy, x) == 0
+        assert spy.seen == [inside]
+        assert torch.get_num_threads() == 2  # restored
+        with pytest.raises(ZeroDivisionError):  # restored when predict raises, too
+            model_predict(type("Boom", (), {"predict": lambda self, x: 1 / 0})(), x)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_model_predict_is_model_predict_with_the_same_arguments():
+    from iccld.evaluation.inference import model_predict
+    from iccld.io import build_model_from_config
+    from iccld.presets import preset
+
+    torch.manual_seed(0)
+    model = build_model_from_config(preset("cpu")).eval()
+    x = torch.randn(1, 3, 64, 128, generator=torch.Generator().manual_seed(1))
+    for kwargs in (dict(diffusion=False), dict(steps=2, samples=3), dict(steps=4, samples=1)):
+        ours = model_predict(model, x, generator=torch.Generator().manual_seed(2), **kwargs)
+        theirs = model.predict(x, generator=torch.Generator().manual_seed(2), **kwargs)
+        torch.testing.assert_close(ours.logits, theirs.logits, rtol=1e-5, atol=1e-5)
+        assert (ours.uncertainty is None) == (kwargs.get("samples", 1) == 1)

@@ -5,6 +5,8 @@ Kept apart from both so that neither imports the other (the generator prepares w
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from ..errors import ConfigError
 from .prepare import prepare_dataset
 
@@ -24,7 +26,11 @@ def prepare_command(args) -> int:
     if args.kind == "synthetic":
         if not args.out:
             raise ConfigError("iccld prepare synthetic: --out is required (the folder to write to)")
+        from ..outputs import check_output_dir
         from .synthetic import generate  # lazy: the generator pulls in the scene code
+
+        if not (Path(args.out) / "benchmark.json").is_file():  # a finished one may sit on a read-only disk
+            check_output_dir(args.out)  # a file in the way, read-only, full: before minutes of generating
 
         result = generate(out=args.out, seed=args.seed, num_source=args.num_source,
                           num_target=args.num_target, num_val=args.num_val, num_test=args.num_test,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..config import load_config, with_overrides
 from ..errors import ConfigError, DataError
-from ..outputs import check_output_dir, check_output_file
+from ..outputs import check_output_dir, check_output_file, claim_outputs
 from ..utils import atomic_write_text
 from .loading import load_models, pick_device
 from .metrics import subsets_for_source
@@ -76,6 +76,7 @@ def evaluate_command(args) -> int:
             print("\n" + format_confusions(results[label]["confusion"]))
     if json_path is not None:
         payload = results[next(iter(results))] if len(results) == 1 else results
+        claim_outputs([json_path], "evaluate")
         atomic_write_text(json_path, json.dumps(payload, indent=2))
     return 0
 
@@ -90,6 +91,7 @@ def score_command(args) -> int:
     if args.confusion:
         print("\n" + format_confusions(summary["confusion"]))
     if json_path is not None:
+        claim_outputs([json_path], "score")
         atomic_write_text(json_path, json.dumps(summary, indent=2))
     return 0
 

@@ -66,6 +66,7 @@ def plot_grid(runs: Path, methods: list[str], titles: dict[str, str], path: Path
     from ..data.build import build_val_dataset
     from ..data.labels import colorize
     from ..data.transforms import denormalize
+    from .inference import model_predict
     from .loading import load_models
 
     loaded = {name: load_models(str(runs / name), "ema") for name in methods}
@@ -83,8 +84,8 @@ def plot_grid(runs: Path, methods: list[str], titles: dict[str, str], path: Path
         for name in methods:
             lm = loaded[name]
             diffusion = lm.inference_path == "diffusion"
-            pred = lm.models["ema"].predict(x, samples=samples if diffusion else 1,
-                                            generator=torch.Generator().manual_seed(row), diffusion=diffusion)
+            pred = model_predict(lm.models["ema"], x, samples=samples if diffusion else 1,
+                                 generator=torch.Generator().manual_seed(row), diffusion=diffusion)
             panels.append(colorize(pred.logits.argmax(1)[0].numpy()))
             if diffusion and pred.uncertainty is not None:
                 uncertainty = pred.uncertainty[0].numpy()

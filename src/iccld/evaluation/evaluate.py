@@ -16,7 +16,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..data.labels import NUM_CLASSES
-from .inference import slide_inference, whole_inference
+from .inference import model_predict, slide_inference, whole_inference
 from .metrics import ConfusionMatrix
 
 
@@ -24,7 +24,7 @@ def make_predict_fn(model: nn.Module, *, path: str, steps: int | None, samples: 
                     generator: torch.Generator | None):
     """x (B, 3, H, W) -> logits (B, C, H, W) through the direct or the diffusion path."""
     def predict(x: torch.Tensor) -> torch.Tensor:
-        return model.predict(x, steps=steps, samples=samples, generator=generator,
+        return model_predict(model, x, steps=steps, samples=samples, generator=generator,
                              diffusion=(path == "diffusion")).logits
     return predict
 

@@ -8,16 +8,50 @@ pixels, the last row/column of windows is shifted back to end at the image borde
 logits are averaged with a count map. Where the image is smaller than the window [ours], the crop
 is zero-padded on the bottom/right to the full window (0 is the mean colour of a normalised image),
 so ``predict_fn`` always sees the window size, and the logits of the padding are dropped.
+
+:func:`model_predict` is how the commands (``evaluate``, ``predict``, the demo report) call
+``model.predict``: on a CPU it runs a small input on one thread (:func:`cpu_threads_for`). That choice
+is the command's, not the network's: ``ICCLD.predict`` never changes torch's thread count.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
 
 PredictFn = Callable[[torch.Tensor], torch.Tensor]
+
+# B * H * W at or below which a CPU forward runs on one thread: every convolution and norm opens an
+# OpenMP parallel region, and on inputs this small waking the other threads (idle ones sleep under the
+# CLI's OMP_WAIT_POLICY=PASSIVE) costs more than they save. Measured by benchmarks/speed.py ("Threads
+# against image size"): 256x128 (the embedded benchmark's images) is faster on one thread, 512x256 on two.
+SMALL_INPUT_PIXELS = 256 * 128
+
+
+@contextlib.contextmanager
+def cpu_threads_for(x: torch.Tensor) -> Iterator[None]:
+    """Run the block on one thread when ``x`` (B, 3, H, W) is a CPU tensor of at most
+    :data:`SMALL_INPUT_PIXELS` pixels in all; torch's thread count is restored afterwards. GPU
+    tensors, larger inputs and a process already on one thread are left alone."""
+    threads = torch.get_num_threads()
+    small = x.device.type == "cpu" and x.shape[0] * x.shape[-2] * x.shape[-1] <= SMALL_INPUT_PIXELS
+    if not small or threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def model_predict(model, x: torch.Tensor, **kwargs):
+    """``model.predict(x, **kwargs)`` under :func:`cpu_threads_for` (what the commands run)."""
+    with cpu_threads_for(x):
+        return model.predict(x, **kwargs)
 
 
 def _resize_to(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

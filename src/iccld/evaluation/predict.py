@@ -14,7 +14,8 @@ from ..data.io import read_image, write_png
 from ..data.labels import colorize
 from ..data.transforms import normalize, resize_image
 from ..errors import DataError
-from ..outputs import check_output_dir, check_output_file
+from ..outputs import check_output_dir, check_output_file, claim_outputs
+from .inference import model_predict
 
 
 def _heatmap(values: np.ndarray) -> np.ndarray:
@@ -59,6 +60,7 @@ def predict_images(model: nn.Module, images: list[Path], out: Path, *, path: str
             names[p] = img
             check_output_file(p, overwrite=overwrite, command="predict", check_dir=False)
     check_output_dir(out)
+    claim_outputs(names, "predict")  # in a run folder, so that the next --overwrite may replace them
     device = next(model.parameters()).device
     written = []
     for index, (img, paths) in enumerate(plans):
@@ -66,7 +68,8 @@ def predict_images(model: nn.Module, images: list[Path], out: Path, *, path: str
         size = rgb.shape[:2]
         x = normalize(resize_image(rgb, resize) if resize else rgb).unsqueeze(0).to(device)  # (1, 3, h, w)
         generator = torch.Generator().manual_seed(seed * 1_000_003 + index)
-        pred = model.predict(x, steps=steps, samples=samples, generator=generator, diffusion=(path == "diffusion"))
+        pred = model_predict(model, x, steps=steps, samples=samples, generator=generator,
+                             diffusion=(path == "diffusion"))
         logits = pred.logits.float()  # (1, C, h, w)
         if logits.shape[-2:] != size:  # back to the input's size, as evaluation scores at the label's size
             logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)

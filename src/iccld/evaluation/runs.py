@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..errors import CheckpointError
+from ..outputs import claim_outputs
 from ..utils import atomic_write_text
 
 CACHE = "evaluations.json"
@@ -75,6 +76,7 @@ def evaluate_run(run: str | Path, split: str | None = None, *, which: Sequence[s
                                 seed=tc.seed, slide=tc.eval_slide, window=tuple(config.data.crop_size),
                                 progress=progress)
             cache["entries"][key] = cm.summary(subsets_for_source(config.data.source.kind))
+            claim_outputs([cache_path], "evaluate")
             atomic_write_text(cache_path, json.dumps(cache, indent=2))
         out[label] = cache["entries"][key]
     return out

@@ -30,6 +30,7 @@ import numpy as np
 from ..data.io import read_image, read_label, write_png
 from ..data.labels import CITYSCAPES_ID_TO_TRAINID, IGNORE_INDEX, NUM_CLASSES
 from ..errors import DataError
+from ..outputs import check_output_dir, check_output_file, claim_outputs
 from ..utils import atomic_write_bytes
 
 
@@ -111,11 +112,11 @@ def write_submission(model, images: list[Path], out: Path, *, benchmark: str | N
         if img.name in names:
             raise DataError(f"{img} and {names[img.name]} have the same name; a submission holds one file per name")
         names[img.name] = img
-    if not overwrite:
-        for p in (archive, *(folder / n for n in names)):
-            if p.exists():
-                raise DataError(f"{p}: exists; pass --overwrite to replace the submission in {out}")
-    out.mkdir(parents=True, exist_ok=True)
+    outputs = [archive, *(folder / n for n in names)]
+    for p in outputs:
+        check_output_file(p, overwrite=overwrite, command="predict", check_dir=False)
+    check_output_dir(out)
+    claim_outputs(outputs, "predict")
     work = Path(tempfile.mkdtemp(dir=out, prefix=".predict-"))
     notes = []
     try:
