@@ -2,6 +2,8 @@
 
     python benchmarks/accuracy.py            # 3 seeds, the CPU configs' full schedules
     python benchmarks/accuracy.py --quick    # a shorter schedule that still separates the methods
+    python benchmarks/accuracy.py --schedule 2 --methods oracle source_only stage2 --no-doc \
+        --json benchmarks/results/accuracy_x2.json   # every schedule twice as long (own run folders)
 
 Trains (or reuses, when a run folder already finished) oracle, source-only, stage 1, ICCLD without
 the adversarial term, ICCLD without the inter-coder connection (with and without the adversarial
@@ -57,7 +59,7 @@ REPORT_SPLIT = "test"  # the held-out split the table reports; val is where sett
 
 
 def train_one(bench: Path, runs: Path, key: str, config_name: str, stage1: str | None, seed: int,
-              quick: bool) -> dict:
+              quick: bool, schedule: float = 1.0) -> dict:
     import json
 
     from iccld.config import load_config
@@ -68,6 +70,11 @@ def train_one(bench: Path, runs: Path, key: str, config_name: str, stage1: str |
     if stage1:
         overrides.append(f"method.stage1_checkpoint={runs / f'{stage1}_s{seed}'}")
     base = load_config(CONFIGS / f"{config_name}.yaml", overrides)
+    if schedule != 1.0:  # every schedule (iterations, evaluations, checkpoints) scaled; warm-up kept
+        t = base.trainer
+        overrides += [f"trainer.max_iters={round(t.max_iters * schedule)}",
+                      f"trainer.eval_interval={round(t.eval_interval * schedule)}",
+                      f"trainer.checkpoint_interval={round(t.checkpoint_interval * schedule)}"]
     if quick:
         iters = max(10, int(base.trainer.max_iters * QUICK_FACTOR))
         overrides += [f"trainer.max_iters={iters}", f"trainer.eval_interval={iters // 2}",
@@ -282,6 +289,9 @@ def render(result: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--schedule", type=float, default=1.0,
+                        help="scale every method's schedule (iterations, evaluation and checkpoint intervals) by this; "
+                             "runs go to their own folder (full_x2 for 2)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", default=str(REPO / "runs" / "accuracy"))
     parser.add_argument("--methods", nargs="+", choices=[m[0] for m in METHODS])
@@ -291,7 +301,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from iccld.data.synthetic import generate
 
-    out = Path(args.out) / ("quick" if args.quick else "full")
+    if args.schedule <= 0 or (args.quick and args.schedule != 1.0):
+        parser.error("--schedule: a positive factor, not with --quick")
+    out = Path(args.out) / ("quick" if args.quick else "full" if args.schedule == 1.0 else f"full_x{args.schedule:g}")
     bench = Path(args.out) / "benchmark"
     started = time.time()
     generate(out=bench, seed=0, workers=2)
@@ -305,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
             if key not in wanted:
                 continue
             print(f"== seed {seed}: {key}", file=sys.stderr)
-            r = train_one(bench, out, key, config_name, stage1, seed, args.quick)
+            r = train_one(bench, out, key, config_name, stage1, seed, args.quick, args.schedule)
             test = split_evaluation(out / f"{key}_s{seed}")
             extra = extra_evaluations(out / f"{key}_s{seed}") if key == "stage2" else None
             runs.append({"method": key, "seed": seed, "split": REPORT_SPLIT,
@@ -316,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
                          "inference_path": r["inference_path"], "iterations": r["iteration"],
                          "seconds": r["seconds"]})
     result = {
-        "meta": {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "quick": args.quick,
+        "meta": {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "quick": args.quick, "schedule": args.schedule,
                  "seeds": args.seeds, "machine": machine_info("cpu"),
                  "command": " ".join(["python benchmarks/accuracy.py", *(argv if argv is not None else sys.argv[1:])]),
                  "minutes": round((time.time() - started) / 60, 1)},
@@ -325,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     result["meta"]["machine"].setdefault("torch", __import__("torch").__version__)
     write_json(Path(args.json), result)
-    if not args.no_doc:
+    if not args.no_doc and args.schedule == 1.0:  # a scaled schedule's table is rendered by schedule.py
         write_section("accuracy", render(result))
     print(render(result))
     return 0
