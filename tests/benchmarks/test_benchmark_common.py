@@ -313,3 +313,33 @@ def test_gpu_check_sh_without_cuda_measures_nothing(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "no CUDA device; nothing measured"
 
+
+
+def test_speed_sizes_table_shows_the_commands_thread_choice_and_both_thread_counts():
+    result = _speed_result(stage2_ratio=2.0, k4_ratio=1.2)
+    result["sizes"] = {"threads": 2, "small_input_pixels": 32768, "rows": [
+        {"size_wh": [256, 128], "pixels": 32768, "stage1_ms": 12.0, "K4_ms": 14.4, "K4_over_stage1": 1.2,
+         "one_thread": True, "threads_1": {"stage1": 12.0, "K4": 14.4}, "threads_2": {"stage1": 20.0, "K4": 27.0}},
+        {"size_wh": [512, 256], "pixels": 131072, "stage1_ms": 40.0, "K4_ms": 44.0, "K4_over_stage1": 1.1,
+         "one_thread": False, "threads_1": {"stage1": 48.0, "K4": 55.0}, "threads_2": {"stage1": 40.0, "K4": 44.0}}]}
+    text = speed.render_speed_section(result)
+    assert "at most 32768 pixels on one thread" in text
+    assert "| 256x128 | 32768 | 1 | 12.0 | 14.4 | 1.20x | 12.0 / 14.4 | 20.0 / 27.0 |" in text
+    assert "| 512x256 | 131072 | 2 | 40.0 | 44.0 | 1.10x | 48.0 / 55.0 | 40.0 / 44.0 |" in text
+
+
+def test_schedule_section_pairs_seeds_and_states_the_closure():
+    import schedule
+
+    def result(scores: dict, date: str) -> dict:
+        runs = [{"method": m, "seed": s, "miou": {"ema": v}, "miou_val": {"ema": v + 1}}
+                for m, per_seed in scores.items() for s, v in enumerate(per_seed)]
+        return {"meta": {"date": date, "command": "c", "schedule": 2.0}, "runs": runs}
+
+    base = result({"oracle": [25, 25, 25], "source_only": [9, 9, 9], "stage1": [15, 15, 16], "stage2": [17, 18, 18]}, "d1")
+    longer = result({"oracle": [27, 27, 27], "source_only": [9, 10, 8], "stage1": [18, 17, 18], "stage2": [21, 20, 19]}, "d2")
+    text = schedule.render(base, longer, 2.0)
+    assert "| ICCLD (full) | 17.67 ± 0.58 | 20.00 ± 1.00 | +2.33 ± 1.53 | 3 of 3 | 18.67 / 21.00 |" in text
+    # (17.67 - 9) / (25 - 9) = 54%; (20 - 9) / (27 - 9) = 61%
+    assert "closes 54% of the source-only -> oracle gap on test at the default schedule and 61% at 2x" in text
+    assert "NOT reached at 2x" in text
