@@ -18,7 +18,7 @@ from torch import nn
 
 from .fixed_steps import FixedStepDenoiser, supports_fixed_steps
 from .sampling import check_steps, ddim_sample, ddim_timesteps, draw_noise
-from .schedule import add_noise, as_timesteps, diffusion_target, output_to_z0
+from .schedule import add_noise, as_timesteps, diffusion_target, output_to_z0, sample_timesteps
 from .unet import run_denoiser
 
 
@@ -108,8 +108,7 @@ class LatentDiffusion(nn.Module):
         ``rows`` selects the latents whose error counts in the loss (stage 2 leaves the target
         batch out); ``z0_hat`` is returned for all of them.
         """
-        t = torch.randint(0, self.num_train_timesteps, (z0.shape[0],), generator=generator,
-                          device="cpu").to(z0.device)
+        t = sample_timesteps(z0.shape[0], self.num_train_timesteps, z0.device, generator)  # (B,)
         noise = torch.randn(z0.shape, generator=generator, device="cpu", dtype=z0.dtype).to(z0.device)
         z_t = self.add_noise(z0, noise, t)
         raw = self.denoise(z_t, cond, t)  # (B, Cz, h, w)

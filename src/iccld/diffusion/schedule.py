@@ -64,8 +64,9 @@ def as_timesteps(t: int | torch.Tensor, batch_size: int, device: torch.device) -
 
 def sample_timesteps(batch_size: int, num_train_timesteps: int, device: torch.device | str = "cpu",
                      generator: torch.Generator | None = None) -> torch.Tensor:
-    """Uniform random training timesteps (B,) in [0, num_train_timesteps)."""
-    gen_device = generator.device if generator is not None else device
+    """Uniform random training timesteps (B,) in [0, num_train_timesteps), on ``device``. Drawn on the
+    generator's device, or on the CPU without one, so a seed gives the same timesteps on every device."""
+    gen_device = generator.device if generator is not None else "cpu"
     t = torch.randint(0, num_train_timesteps, (batch_size,), generator=generator, device=gen_device)
     return t.to(device)
 
