@@ -269,7 +269,7 @@ def render(result: dict) -> str:
         + ", each run at its last iteration (no checkpoint picked on val).",
         "",
         f"Measured {meta['date']} on {meta['machine']['cpu']} ({meta['machine']['usable_cores']} cores), "
-        f"torch {meta['machine'].get('torch', '')}, command `{meta['command']}`, {meta['minutes']:.0f} minutes in "
+        f"torch {meta['machine'].get('torch', '')}, command `{meta['command']}`, {meta['minutes']:.1f} min in "
         f"this invocation (run folders that had already finished are reused, not retrained).",
         "",
         table,
