@@ -80,6 +80,14 @@ def render(base: dict, longer: dict, factor: float) -> str:
     s1, s2 = closure(test1, "stage1", seeds), closure(test2, "stage1", seeds)
     if s1 is not None and s2 is not None:
         lines.append(f"- Stage 1 closes {s1:.0f}% at the default schedule and {s2:.0f}% at {factor:g}x.")
+    if all(m in methods for m in ("stage1", "stage2")):
+        gains = []
+        for scores in (test1, test2):
+            d = [scores["stage2"][s] - scores["stage1"][s] for s in seeds]
+            gains.append(_mean_std(d) + (sum(x > 0 for x in d),))
+        (g1, s1_, n1), (g2, s2_, n2) = gains
+        lines.append(f"- ICCLD over stage 1, paired by seed: {g1:+.2f} ± {s1_:.2f} ({n1} of {len(seeds)} seeds) at the "
+                     f"default schedule, {g2:+.2f} ± {s2_:.2f} ({n2} of {len(seeds)}) at {factor:g}x.")
     lines.append("- A paired delta whose spread is larger than its mean is within the seeds' noise.")
     return "\n".join(lines)
 
