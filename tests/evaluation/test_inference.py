@@ -104,12 +104,13 @@ class _ThreadSpy(torch.nn.Module):
 
 
 @pytest.mark.parametrize("shape,inside", [((1, 3, 128, 256), 1),   # the benchmark's images: one thread
-                                          ((2, 3, 128, 256), 2),   # two of them: B * H * W counts
-                                          ((1, 3, 256, 512), 2)])
+                                          ((4, 3, 128, 256), 1),   # B * H * W counts: 4 of them is the limit
+                                          ((5, 3, 128, 256), 2),
+                                          ((1, 3, 512, 1024), 2)])
 def test_model_predict_runs_small_cpu_inputs_on_one_thread(shape, inside):
     from iccld.evaluation.inference import SMALL_INPUT_PIXELS, model_predict
 
-    assert SMALL_INPUT_PIXELS == 256 * 128
+    assert SMALL_INPUT_PIXELS == 512 * 256
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:

@@ -26,9 +26,10 @@ PredictFn = Callable[[torch.Tensor], torch.Tensor]
 
 # B * H * W at or below which a CPU forward runs on one thread: every convolution and norm opens an
 # OpenMP parallel region, and on inputs this small waking the other threads (idle ones sleep under the
-# CLI's OMP_WAIT_POLICY=PASSIVE) costs more than they save. Measured by benchmarks/speed.py ("Threads
-# against image size"): 256x128 (the embedded benchmark's images) is faster on one thread, 512x256 on two.
-SMALL_INPUT_PIXELS = 256 * 128
+# CLI's OMP_WAIT_POLICY=PASSIVE) costs more than they save. Measured by benchmarks/speed.py ("Time
+# against image size", CPU preset, 2 cores): 256x128 and 512x256 are faster on one thread, 1024x512
+# on two.
+SMALL_INPUT_PIXELS = 512 * 256
 
 
 @contextlib.contextmanager
