@@ -139,6 +139,7 @@ def test_new_rows_name_their_stage1_runs_and_get_paired_deltas():
     rows = {key: (config, stage1) for key, config, stage1, _ in accuracy.METHODS}
     assert rows["stage2_mic"] == ("stage2_mic", "stage1_mic") and rows["stage2_fd"] == ("stage2_fd", "stage1_fd")
     assert rows["stage2_mixed"] == ("stage2_mixed", "stage1") and rows["stage1_mic"] == ("stage1_mic", None)
+    assert rows["stage2_mixed_fd"] == ("stage2_mixed_fd", "stage1_fd")
     for config, stage1 in rows.values():  # every row's config exists, and so does the stage-1 row it needs
         assert (accuracy.CONFIGS / f"{config}.yaml").is_file()
         assert stage1 is None or stage1 in rows

@@ -28,7 +28,7 @@ def test_new_synthetic_configs_train_two_iterations(tiny_benchmark, tmp_path):
     base = tiny_overrides(tiny_benchmark) + CONFIDENT
     for name, stage1 in (("stage1_mic", None), ("stage1_fd", None), ("stage1", None), ("stage2_mic", "stage1_mic"),
                          ("stage2_mixed", "stage1"), ("stage2_mixed_third", "stage1"),
-                         ("stage2_fd", "stage1_fd")):
+                         ("stage2_fd", "stage1_fd"), ("stage2_mixed_fd", "stage1_fd")):
         extra = [f"method.stage1_checkpoint={tmp_path / stage1}"] if stage1 else []
         assert train(name, tmp_path / name, base + extra) == 0, name
         state = load_checkpoint(tmp_path / name / "last.ckpt")
@@ -36,6 +36,7 @@ def test_new_synthetic_configs_train_two_iterations(tiny_benchmark, tmp_path):
         assert not any("imagenet" in k for k in state["model"]), name  # the frozen FD copy is never saved
     saved = (tmp_path / "stage2_mixed" / "config.yaml").read_text()
     assert "adversarial_mixed: target" in saved
+    assert "adversarial_mixed: target" in (tmp_path / "stage2_mixed_fd" / "config.yaml").read_text()
     assert "mic_weight: 1.0" in (tmp_path / "stage2_mic" / "config.yaml").read_text()
 
 
