@@ -4,6 +4,14 @@
     python benchmarks/accuracy.py --quick    # a shorter schedule that still separates the methods
     python benchmarks/accuracy.py --schedule 2 --methods oracle source_only stage2 --no-doc \
         --json benchmarks/results/accuracy_x2.json   # every schedule twice as long (own run folders)
+    python benchmarks/accuracy.py --regime pretrained   # ImageNet MobileNetV2 encoder (configs/synthetic_pretrained)
+
+Two regimes: ``scratch`` (``configs/synthetic``: a tiny MiT trained from scratch, the table since the
+first benchmark) and ``pretrained`` (``configs/synthetic_pretrained``: the same rows and recipe with the
+ImageNet MobileNetV2 1.0 encoder users start from; its weights come from ``--weights``, by default the
+local copy in ``../shared/weights/mobilenet_v2_1.0_224``, and the script stops with one line saying so
+when they are absent). Each regime has its own run folders, results file and section of
+``docs/benchmarks.md``.
 
 Trains (or reuses, when a run folder already finished) oracle, source-only, stage 1, ICCLD without
 the adversarial term, ICCLD without the inter-coder connection (with and without the adversarial
@@ -56,22 +64,35 @@ METHODS = [
     ("stage2_fd", "stage2_fd", "stage1_fd", "ICCLD from stage 1 + FD"),
     ("stage2_mixed_fd", "stage2_mixed_fd", "stage1_fd", "ICCLD with the mixed-domain critic, from stage 1 + FD"),
 ]
+# rows only the pretrained regime has: the BatchNorm choice of the pretrained encoder (norm_eval off)
+PRETRAINED_ROWS = [
+    ("oracle_bn_batch", "oracle_bn_batch", None, "Oracle, E's BatchNorm on batch statistics"),
+    ("stage1_bn_batch", "stage1_bn_batch", None, "Stage 1, E's BatchNorm on batch statistics"),
+]
+REGIMES = {  # regime -> (configs, results file, docs section, what the table's encoder is)
+    "scratch": (REPO / "configs" / "synthetic", RESULTS / "accuracy.json", "accuracy",
+                "a tiny MiT trained from scratch (`configs/synthetic/`)"),
+    "pretrained": (REPO / "configs" / "synthetic_pretrained", RESULTS / "accuracy_pretrained.json",
+                   "accuracy_pretrained", "the ImageNet MobileNetV2 1.0 encoder (`configs/synthetic_pretrained/`)"),
+}
+ROWS = METHODS + PRETRAINED_ROWS  # what the summaries and tables look for, in table order
+DEFAULT_WEIGHTS = REPO.parent / "shared" / "weights" / "mobilenet_v2_1.0_224"
 QUICK_FACTOR = 0.4  # --quick: this share of every schedule
 REPORT_SPLIT = "test"  # the held-out split the table reports; val is where settings were chosen
 
 
 def train_one(bench: Path, runs: Path, key: str, config_name: str, stage1: str | None, seed: int,
-              quick: bool, schedule: float = 1.0) -> dict:
+              quick: bool, schedule: float = 1.0, configs: Path = CONFIGS, extra: tuple[str, ...] = ()) -> dict:
     import json
 
     from iccld.config import load_config
     from iccld.training.commands import run_started, run_training
 
     overrides = [f"data.source.root={bench / 'source'}", f"data.target.root={bench / 'target'}",
-                 f"data.val.root={bench / 'target'}", f"trainer.seed={seed}"]
+                 f"data.val.root={bench / 'target'}", f"trainer.seed={seed}", *extra]
     if stage1:
         overrides.append(f"method.stage1_checkpoint={runs / f'{stage1}_s{seed}'}")
-    base = load_config(CONFIGS / f"{config_name}.yaml", overrides)
+    base = load_config(configs / f"{config_name}.yaml", overrides)
     if schedule != 1.0:  # every schedule (iterations, evaluations, checkpoints) scaled; warm-up kept
         t = base.trainer
         overrides += [f"trainer.max_iters={round(t.max_iters * schedule)}",
@@ -81,7 +102,7 @@ def train_one(bench: Path, runs: Path, key: str, config_name: str, stage1: str |
         iters = max(10, int(base.trainer.max_iters * QUICK_FACTOR))
         overrides += [f"trainer.max_iters={iters}", f"trainer.eval_interval={iters // 2}",
                       f"optim.warmup_iters={min(base.optim.warmup_iters, iters // 10)}"]
-    config = load_config(CONFIGS / f"{config_name}.yaml", overrides)
+    config = load_config(configs / f"{config_name}.yaml", overrides)
     out = runs / f"{key}_s{seed}"
     started = time.time()
     code = run_training(config, out, resume=run_started(out))
@@ -120,7 +141,7 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 def summarise(runs: list[dict]) -> dict:
     summary = {}
-    for key, *_ in METHODS:
+    for key, *_ in ROWS:
         for which in ("ema", "model"):
             values = [r["miou"][which] for r in runs if r["method"] == key]
             if values:
@@ -165,7 +186,7 @@ def findings(summary: dict, runs: list[dict] | None = None) -> list[str]:
         verdict = "reached" if closed >= GAP_TARGET else "NOT reached"
         lines.append(f"- Full ICCLD closes **{closed:.0f}%** of the source-only -> oracle gap on test "
                      f"(target: at least {GAP_TARGET}%, {verdict}; long-run goal {GAP_GOAL}%).")
-        rows = {k: _closure(summary, k) for k, *_ in METHODS if k.startswith("stage2")}
+        rows = {k: _closure(summary, k) for k, *_ in ROWS if k.startswith("stage2")}
         best = max((k for k, v in rows.items() if v is not None), key=lambda k: rows[k])
         if best != "stage2":
             lines.append(f"- The best ICCLD row on test is {best}, closing {rows[best]:.0f}%.")
@@ -189,7 +210,11 @@ def findings(summary: dict, runs: list[dict] | None = None) -> list[str]:
                                         ("FD in stage 1, after stage 2", "stage2_fd", "stage2"),
                                         ("FD in stage 1, after stage 2 with the mixed-domain critic",
                                          "stage2_mixed_fd", "stage2_mixed"),
-                                        ("stage 1 over source-only", "stage1", "source_only")):
+                                        ("stage 1 over source-only", "stage1", "source_only"),
+                                        ("E's BatchNorm on its stored ImageNet statistics (norm_eval) over batch "
+                                         "statistics, oracle", "oracle", "oracle_bn_batch"),
+                                        ("E's BatchNorm on its stored ImageNet statistics (norm_eval) over batch "
+                                         "statistics, stage 1", "stage1", "stage1_bn_batch")):
         a, b = get(with_key), get(without_key)
         if a and b:
             delta, spread = a["mean"] - b["mean"], max(a["std"], b["std"])
@@ -236,7 +261,7 @@ def render(result: dict) -> str:
     summary, runs = result["summary"], result["runs"]
     seeds = sorted({r["seed"] for r in runs})
     rows = []
-    for key, _, _, label in METHODS:
+    for key, _, _, label in ROWS:
         if key not in summary:
             continue
         path = next(r["inference_path"] for r in runs if r["method"] == key)
@@ -248,7 +273,7 @@ def render(result: dict) -> str:
                             "test per seed (EMA)", "val mIoU EMA model"], rows)
     classes = [c for c in next(iter(runs))["per_class"]]
     per_class_rows = []
-    for key, _, _, label in METHODS:
+    for key, _, _, label in ROWS:
         chosen = [r for r in runs if r["method"] == key]
         if not chosen:
             continue
@@ -259,14 +284,16 @@ def render(result: dict) -> str:
         per_class_rows.append([label] + cells)
     per_class = markdown_table(["method"] + classes, per_class_rows)
     meta = result["meta"]
+    regime = meta.get("regime", "scratch")
     return "\n".join([
-        "## Accuracy on the embedded benchmark",
+        "## Accuracy on the embedded benchmark" + (", ImageNet-pretrained encoder" if regime == "pretrained" else
+                                                   ", encoders trained from scratch"),
         "",
         f"Target **test** mIoU (%, 19 classes, classes absent from both prediction and ground truth left out) on the "
         f"synthetic GTA5-like -> Cityscapes-like benchmark (2,000 source / 1,000 target train / 300 target val / "
         f"300 held-out target test images at 256x128, generator seed 0; every setting was chosen on val, shown "
         f"beside), "
-        f"CPU configs of `configs/synthetic/`{' at ' + str(int(QUICK_FACTOR * 100)) + '% of their schedules (--quick)' if meta['quick'] else ''}, "
+        f"encoder: {REGIMES[regime][3]}, CPU schedules{' at ' + str(int(QUICK_FACTOR * 100)) + '% of their schedules (--quick)' if meta['quick'] else ''}, "
         f"seeds {', '.join(map(str, seeds))}; "
         + ("mean ± standard deviation over seeds" if len(seeds) > 1 else
            "**one seed only, so no spread is reported** (the script's default is 3 seeds)")
@@ -298,8 +325,14 @@ def main(argv: list[str] | None = None) -> int:
                              "runs go to their own folder (full_x2 for 2)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", default=str(REPO / "runs" / "accuracy"))
-    parser.add_argument("--methods", nargs="+", choices=[m[0] for m in METHODS])
-    parser.add_argument("--json", default=str(RESULTS / "accuracy.json"))
+    parser.add_argument("--methods", nargs="+", choices=[m[0] for m in ROWS])
+    parser.add_argument("--regime", choices=list(REGIMES), default="scratch",
+                        help="scratch: configs/synthetic (tiny MiT from scratch); pretrained: configs/synthetic_pretrained "
+                             "(ImageNet MobileNetV2 1.0)")
+    parser.add_argument("--weights", default=str(DEFAULT_WEIGHTS),
+                        help="the pretrained regime's MobileNetV2 weights: a save_pretrained folder or a Hub id")
+    parser.add_argument("--json", help="results file (default: benchmarks/results/accuracy.json, "
+                                       "accuracy_pretrained.json for --regime pretrained)")
     parser.add_argument("--no-doc", action="store_true", help="do not touch docs/benchmarks.md")
     args = parser.parse_args(argv)
 
@@ -307,21 +340,34 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.schedule <= 0 or (args.quick and args.schedule != 1.0):
         parser.error("--schedule: a positive factor, not with --quick")
-    out = Path(args.out) / ("quick" if args.quick else "full" if args.schedule == 1.0 else f"full_x{args.schedule:g}")
+    configs, default_json, section, _ = REGIMES[args.regime]
+    rows = METHODS + (PRETRAINED_ROWS if args.regime == "pretrained" else [])
+    if args.methods and not set(args.methods) <= {m[0] for m in rows}:
+        parser.error(f"--methods: {sorted(set(args.methods) - {m[0] for m in rows})} exist only in another regime")
+    extra: tuple[str, ...] = ()
+    if args.regime == "pretrained":
+        weights = Path(args.weights)
+        if not weights.exists() and ("/" not in args.weights or args.weights.startswith((".", "/"))):
+            print(f"accuracy.py: {weights}: no such folder; the pretrained regime needs MobileNetV2 ImageNet weights "
+                  "(a save_pretrained folder, or the Hub id google/mobilenet_v2_1.0_224 with internet)", file=sys.stderr)
+            return 2
+        extra = (f"model.pretrained={args.weights}",)
+    out = Path(args.out) / ("pretrained" if args.regime == "pretrained" else "") / (
+        "quick" if args.quick else "full" if args.schedule == 1.0 else f"full_x{args.schedule:g}")
     bench = Path(args.out) / "benchmark"
     started = time.time()
     generate(out=bench, seed=0, workers=2)
-    wanted = set(args.methods or [m[0] for m in METHODS])
-    for m in METHODS:  # a stage-2 ablation needs its stage-1 run
+    wanted = set(args.methods or [m[0] for m in rows])
+    for m in rows:  # a stage-2 ablation needs its stage-1 run
         if m[0] in wanted and m[2]:
             wanted.add(m[2])
     runs = []
     for seed in args.seeds:
-        for key, config_name, stage1, _ in METHODS:
+        for key, config_name, stage1, _ in rows:
             if key not in wanted:
                 continue
             print(f"== seed {seed}: {key}", file=sys.stderr)
-            r = train_one(bench, out, key, config_name, stage1, seed, args.quick, args.schedule)
+            r = train_one(bench, out, key, config_name, stage1, seed, args.quick, args.schedule, configs, extra)
             test = split_evaluation(out / f"{key}_s{seed}")
             extra = extra_evaluations(out / f"{key}_s{seed}") if key == "stage2" else None
             runs.append({"method": key, "seed": seed, "split": REPORT_SPLIT,
@@ -333,6 +379,7 @@ def main(argv: list[str] | None = None) -> int:
                          "seconds": r["seconds"]})
     result = {
         "meta": {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "quick": args.quick, "schedule": args.schedule,
+                 "regime": args.regime, "weights": args.weights if args.regime == "pretrained" else None,
                  "seeds": args.seeds, "machine": machine_info("cpu"),
                  "command": " ".join(["python benchmarks/accuracy.py", *(argv if argv is not None else sys.argv[1:])]),
                  "minutes": round((time.time() - started) / 60, 1)},
@@ -340,9 +387,9 @@ def main(argv: list[str] | None = None) -> int:
         "summary": summarise(runs),
     }
     result["meta"]["machine"].setdefault("torch", __import__("torch").__version__)
-    write_json(Path(args.json), result)
+    write_json(Path(args.json or default_json), result)
     if not args.no_doc and args.schedule == 1.0:  # a scaled schedule's table is rendered by schedule.py
-        write_section("accuracy", render(result))
+        write_section(section, render(result))
     print(render(result))
     return 0
 

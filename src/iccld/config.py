@@ -5,8 +5,9 @@ except the ``method:`` section's: each method declares its own dataclass (``Meth
 :mod:`iccld.methods`), and ``method.name`` picks it, so a method's settings are checked against that
 method alone. This module sits above the methods for that reason (docs/architecture.md).
 
-A YAML file may name a ``base:`` file, relative to the YAML file; the base may have a base of its
-own, to any depth (a cycle is an error). Every other path in a YAML (dataset roots, ``spec``,
+A YAML file may name a ``base:`` file, or a list of them merged in order, relative to the YAML file;
+a base may have bases of its own, to any depth (a cycle is an error; a file two bases share is applied
+once, at its first place). Every other path in a YAML (dataset roots, ``spec``,
 ``method.stage1_checkpoint``, ``model.pretrained``) is used as written: a relative one is relative to
 the working directory of the command, as on the command line, so the shipped configs run from the
 repository root. Overrides are ``key.sub=value`` strings. Unknown keys and values of the wrong type
@@ -104,23 +105,31 @@ def _read_yaml(path: Path) -> dict:
     return data
 
 
-def _read_chain(path: Path) -> list[tuple[str, dict]]:
-    """``path`` and its ``base:`` files, the deepest base first: [(file, its sections without base)]."""
+def _read_chain(path: Path, _stack: tuple[Path, ...] = ()) -> list[tuple[str, dict]]:
+    """``path`` and its ``base:`` files, the deepest base first: [(file, its sections without base)].
+
+    ``base:`` is one file or a list of files, merged in their order before ``path`` itself; each base
+    brings its own chain. A file reached twice (two bases sharing a base) is applied once, at its
+    first place, so an overlay can sit on a file whose chain it shares.
+    """
+    resolved = path.resolve()
+    if resolved in _stack:
+        cycle = " -> ".join(str(p) for p in _stack + (resolved,))
+        raise ConfigError(f"{_stack[-1]}: its base: chain is a cycle ({cycle})")
+    raw = _read_yaml(path)
+    base = raw.pop("base", None)
+    bases = [base] if isinstance(base, str) else base
+    if base is not None and (not isinstance(bases, list) or not bases
+                             or not all(isinstance(b, str) for b in bases)):
+        raise ConfigError(f"{path}: base: must be a file name or a list of file names, got {base!r}")
     chain: list[tuple[str, dict]] = []
-    seen: list[Path] = []  # resolved, in the order read
-    while True:
-        if path.resolve() in seen:
-            cycle = " -> ".join(str(p) for p in seen + [path.resolve()])
-            raise ConfigError(f"{seen[-1]}: its base: chain is a cycle ({cycle})")
-        seen.append(path.resolve())
-        raw = _read_yaml(path)
-        base = raw.pop("base", None)
-        chain.append((str(path), raw))
-        if base is None:
-            return chain[::-1]
-        if not isinstance(base, str):
-            raise ConfigError(f"{path}: base: must be a file name, got {base!r}")
-        path = (path.parent / base).resolve()
+    seen: set[str] = set()
+    for b in bases or []:
+        for origin, sections in _read_chain((path.parent / b).resolve(), _stack + (resolved,)):
+            if origin not in seen:
+                seen.add(origin)
+                chain.append((origin, sections))
+    return chain + [(str(path), raw)]
 
 
 def _method_name(sections: list[dict], default: str | None = None) -> str | None:
@@ -238,7 +247,9 @@ DATASET_KINDS = ("gta5", "synthia", "cityscapes", "acdc", "darkzurich", "folder"
 DATASET_CONDITIONS = {"acdc": ("fog", "night", "rain", "snow"), "darkzurich": ("day", "twilight", "night")}
 # the names of iccld.models.backbones.BACKBONES, checked here before any heavy work (a test keeps them equal)
 BACKBONES = ("mit-tiny", "mit-b0", "mit-b1", "mit-b2", "mit-b3", "mit-b4", "mit-b5", "dinov2-tiny", "dinov2-small",
-             "dinov2-base", "dinov2-large", "dinov2-giant", "resnet-tiny", "resnet-50", "resnet-101")
+             "dinov2-base", "dinov2-large", "dinov2-giant", "resnet-tiny", "resnet-50", "resnet-101",
+             "mobilenet-v2-tiny", "mobilenet-v2-0.35", "mobilenet-v2-0.5", "mobilenet-v2-0.75", "mobilenet-v2",
+             "mobilenet-v2-1.4")
 
 
 def _choice(field_name: str, value: str, choices: tuple[str, ...]) -> None:

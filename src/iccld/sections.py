@@ -49,9 +49,15 @@ class DataConfig:
 class ModelConfig:
     """The ICCLD network (see docs/method.md). Presets fill these in, see iccld.presets."""
 
-    # mit-b0 .. mit-b5, dinov2-small/base/large/giant, resnet-50/101; *-tiny for the CPU benchmark and tests
+    # mit-b0 .. mit-b5, dinov2-small/base/large/giant, resnet-50/101, mobilenet-v2 (depth multiplier 1.0;
+    # -0.35/-0.5/-0.75/-1.4 for the others); *-tiny for the CPU benchmark and tests
     backbone: str = "mit-b5"
-    pretrained: str = ""  # hub id (nvidia/mit-b5, facebook/dinov2-small), a local folder or a .safetensors/.bin file
+    # hub id (nvidia/mit-b5, facebook/dinov2-small, google/mobilenet_v2_1.0_224), a local folder or a
+    # .safetensors/.bin file
+    pretrained: str = ""
+    # E's BatchNorm layers (ResNet, MobileNetV2) keep their stored (ImageNet) statistics while training,
+    # as mmseg's norm_eval; false: batch statistics in training, stored ones at evaluation
+    norm_eval: bool = False
     num_classes: int = 19
     latent_channels: int = 32  # Cz
     latent_stride: int = 16  # s: z0 is (B, Cz, H/s, W/s)

@@ -21,6 +21,7 @@ TINY = {
     "mit": dict(hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 1, 1], num_attention_heads=[1, 1, 1, 2]),
     "dinov2": dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2),
     "resnet": dict(embedding_size=8, hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 1, 1]),
+    "mobilenet": dict(depth_multiplier=0.25),
 }
 
 
@@ -73,7 +74,7 @@ def test_dinov2_pads_to_its_patch_size_and_crops_the_padding_off():
         torch.testing.assert_close(backbone(x)[2], grid)
 
 
-@pytest.mark.parametrize("name", ["dinov2-tiny", "resnet-tiny"])
+@pytest.mark.parametrize("name", ["dinov2-tiny", "resnet-tiny", "mobilenet-v2-tiny"])
 def test_stage1_trains_three_iterations_with_the_backbone(name, tiny_benchmark, tmp_path):
     from conftest import CONFIGS, tiny_overrides
 

@@ -20,7 +20,9 @@ from PIL import Image
 
 from .labels import IGNORE_INDEX
 
-# ImageNet statistics on the 0..255 scale (mmseg / DAFormer).
+# ImageNet statistics on the 0..255 scale (mmseg / DAFormer): the normalisation every image batch
+# travels in to the networks, whatever the backbone; a backbone whose weights expect another one
+# converts on its way in (iccld.models.backbones.normalization.PIPELINE_MEAN/STD, a test keeps them equal).
 MEAN = (123.675, 116.28, 103.53)
 STD = (58.395, 57.12, 57.375)
 CAT_MAX_TRIES = 10

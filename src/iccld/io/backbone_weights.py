@@ -7,14 +7,17 @@ does not fit (a checkpoint of another size).
 
 The weights load into the backbone's ``pretrained_part()``, a model of its ``hf_class`` (see
 :mod:`iccld.models.backbones`). Accepted sources:
-- a Hugging Face hub id (``nvidia/mit-b5``, ``facebook/dinov2-small``, ``microsoft/resnet-101``),
+- a Hugging Face hub id (``nvidia/mit-b5``, ``facebook/dinov2-small``, ``microsoft/resnet-101``,
+  ``google/mobilenet_v2_1.0_224``),
   fetched with ``hf_class.from_pretrained``;
 - a local folder written by ``save_pretrained`` (``model.safetensors`` / ``pytorch_model.bin``,
   sharded or not), including an ICCLD ``save_pretrained`` folder (its ``encoder.*`` tensors);
 - a state-dict file: ``.safetensors``, ``.bin``, ``.pth`` or ``.pt``.
 
 Key names: the hf_class's own, optionally under wrapper prefixes (``module.``, ``model.``,
-``backbone.``, ``encoder.``, or a task model's ``segformer.`` / ``dinov2.`` / ``resnet.``). For MiT also
+``backbone.``, ``encoder.``, or a task model's ``segformer.`` / ``dinov2.`` / ``resnet.`` / ``mobilenet_v2.``).
+MobileNetV2's ImageNet folders hold the classifier and its 1280-channel head conv (``conv_1x1``), which
+the encoder does not use: they are logged as unused, not an error. For MiT also
 transformers 4 / the hub files (``encoder.block.0.0.attention.self.query``) and the original NVIDIA /
 mmseg files such as DAFormer's ``pretrained/mit_b5.pth`` (``block1.0.attn.q``, fused ``attn.kv``).
 """
@@ -251,7 +254,17 @@ def normalize_dinov2_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Ten
     return out
 
 
-_WRAPPERS = ("module.", "model.", "backbone.", "encoder.", "segformer.", "dinov2.", "vit.", "resnet.")
+_WRAPPERS = ("module.", "model.", "backbone.", "encoder.", "segformer.", "dinov2.", "vit.", "resnet.", "mobilenet_v2.",
+             "mobilenet.")
+# ImageNet classification parts an encoder leaves out: logged, not warned about
+_CLASSIFIER_PARTS = ("classifier.", "head.", "conv_1x1.")
+
+
+def _unwrapped(key: str) -> str:
+    """``key`` without its wrapper prefixes (:data:`_WRAPPERS`)."""
+    while (prefix := next((p for p in _WRAPPERS if key.startswith(p)), None)) is not None:
+        key = key[len(prefix):]
+    return key
 
 
 def match_keys(state: dict[str, torch.Tensor], own: dict) -> dict[str, torch.Tensor]:
@@ -309,7 +322,7 @@ def load_backbone_weights(backbone: nn.Module, source: str | Path) -> LoadReport
         log.warning("backbone: %d tensors missing from %s, left randomly initialised: %s",
                     len(missing), source, _preview(missing))
     if unexpected:
-        heads = all(k.startswith(("classifier.", "head.")) for k in unexpected)  # ImageNet classifier
+        heads = all(_unwrapped(k).startswith(_CLASSIFIER_PARTS) for k in unexpected)  # ImageNet classifier
         (log.info if heads else log.warning)("backbone: %d tensors in %s are not part of the encoder, "
                                              "ignored: %s", len(unexpected), source, _preview(unexpected))
     if any(k.startswith("decode_head.") for k in unexpected):

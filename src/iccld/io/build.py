@@ -67,4 +67,4 @@ def _build(cfg: ModelConfig, encoder) -> ICCLD:
         unet_attention=cfg.unet_attention, unet_mid_block=cfg.unet_mid_block,
         unet_norm_groups=cfg.unet_norm_groups, denoiser_residual=cfg.denoiser_residual,
         num_train_timesteps=cfg.num_train_timesteps, beta_schedule=cfg.beta_schedule,
-        prediction_type=cfg.prediction_type, sampling_steps=cfg.sampling_steps)
+        prediction_type=cfg.prediction_type, sampling_steps=cfg.sampling_steps, norm_eval=cfg.norm_eval)

@@ -23,7 +23,7 @@ def build_model(encoder: nn.Module, *, num_classes: int, latent_channels: int, l
                 unet_layers_per_block: int = 2, unet_attention: bool = True, unet_mid_block: bool = True,
                 unet_norm_groups: int = 0, denoiser_residual: bool = True, num_train_timesteps: int = 1000,
                 beta_schedule: str = "squaredcos_cap_v2", prediction_type: str = "sample",
-                sampling_steps: int = 4, fast_sampling: bool = True) -> ICCLD:
+                sampling_steps: int = 4, fast_sampling: bool = True, norm_eval: bool = False) -> ICCLD:
     """The ICCLD network around a built backbone ``encoder`` (see :mod:`iccld.models.backbones`).
 
     The latent head reads the encoder's two deepest levels and D its levels at ``skip_strides``,
@@ -58,7 +58,7 @@ def build_model(encoder: nn.Module, *, num_classes: int, latent_channels: int, l
                                 sampling_steps=sampling_steps, residual=denoiser_residual,
                                 fast_sampling=fast_sampling)
     return ICCLD(encoder, latent_head, diffusion, decoder, skip_levels=skip_levels, inter_coder=inter_coder,
-                 latent_stride=latent_stride, latent_levels=latent_levels)
+                 latent_stride=latent_stride, latent_levels=latent_levels, norm_eval=norm_eval)
 
 
 __all__ = [

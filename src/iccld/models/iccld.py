@@ -60,13 +60,16 @@ class ICCLD(nn.Module):
         inter_coder: the inter-coder connection; off, D sees z alone.
         latent_stride: s, z0 is (B, Cz, ceil(H/s), ceil(W/s)).
         latent_levels: E's levels the latent head reads (the two deepest).
+        norm_eval: keep the BatchNorm layers of E's backbone in eval mode (their stored statistics,
+            e.g. ImageNet's) also while the network trains, as mmseg's ``norm_eval``; their affine
+            weights still train. No effect on a backbone without BatchNorm (MiT, DINOv2).
         config: what the network was built from, recorded by the builder for saving; the network
             itself never reads it.
     """
 
     def __init__(self, encoder: nn.Module, latent_head: LatentHead, diffusion: LatentDiffusion,
                  decoder: FusionDecoder, *, skip_levels: list[int], inter_coder: bool, latent_stride: int,
-                 latent_levels: tuple[int, int] = (2, 3), config: Any = None) -> None:
+                 latent_levels: tuple[int, int] = (2, 3), norm_eval: bool = False, config: Any = None) -> None:
         super().__init__()
         self.encoder = encoder
         self.latent_head = latent_head
@@ -79,8 +82,17 @@ class ICCLD(nn.Module):
         self.inter_coder = inter_coder
         self.latent_stride = latent_stride
         self.latent_levels = tuple(latent_levels)
+        self.norm_eval = norm_eval
         self.config = config
         self.register_load_state_dict_pre_hook(_upgrade_keys)
+
+    def train(self, mode: bool = True) -> "ICCLD":
+        super().train(mode)
+        if mode and self.norm_eval:
+            for m in self.encoder.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+        return self
 
     @property
     def denoiser(self) -> nn.Module:

@@ -7,6 +7,9 @@ The protocol: a backbone is an ``nn.Module`` whose ``forward(x)`` takes a normal
 - ``channels``: tuple of the levels' channels;
 - ``strides``: tuple of the levels' strides, increasing;
 - ``min_input_size``: the smallest image side it accepts;
+- ``input_mean`` and ``input_std``: the normalisation (0..255 scale) its pretrained weights expect.
+  Its ``forward`` receives the pipeline's normalisation (ImageNet mean/std) and converts to its own
+  (:mod:`.normalization`); a test feeds every registered backbone and checks what its first layer sees;
 - ``hf_class`` and ``pretrained_part()``: the ``transformers`` model class whose published
   (ImageNet) weights load into that sub-module; :func:`iccld.io.load_backbone_weights` does the
   loading.
@@ -23,6 +26,7 @@ from torch import nn
 
 from .dinov2 import DINOV2_ARCHS, DINOv2, build_dinov2
 from .mit import MIT_ARCHS, MiT, build_mit
+from .mobilenet import MOBILENET_ARCHS, MobileNetV2, build_mobilenet_v2
 from .resnet import RESNET_ARCHS, ResNet, build_resnet
 
 #: backbone name -> builder(name, drop_path_rate, **transformers config overrides)
@@ -30,6 +34,7 @@ BACKBONES: dict[str, Callable[..., nn.Module]] = {
     **{name: build_mit for name in MIT_ARCHS},
     **{name: build_dinov2 for name in DINOV2_ARCHS},
     **{name: build_resnet for name in RESNET_ARCHS},
+    **{name: build_mobilenet_v2 for name in MOBILENET_ARCHS},
 }
 
 
@@ -49,4 +54,4 @@ def level_of_stride(backbone: nn.Module, stride: int) -> int:
     return strides.index(stride)
 
 
-__all__ = ["BACKBONES", "DINOv2", "MiT", "ResNet", "build_backbone", "level_of_stride"]
+__all__ = ["BACKBONES", "DINOv2", "MiT", "MobileNetV2", "ResNet", "build_backbone", "level_of_stride"]

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import Dinov2Config, Dinov2Model
 
+from .normalization import IMAGENET_MEAN, IMAGENET_STD
 from ..latent_head import group_count, resize_to
 
 # hub configurations of facebook/dinov2-{small,base,large,giant}; "dinov2-tiny" is ours, for tests
@@ -54,6 +55,8 @@ class DINOv2(nn.Module):
     hf_class = Dinov2Model
     strides = STRIDES
     min_input_size = 1
+    input_mean = IMAGENET_MEAN  # the ImageNet weights' (and the pipeline's) normalisation
+    input_std = IMAGENET_STD
 
     def __init__(self, config: Dinov2Config) -> None:
         super().__init__()

@@ -14,6 +14,7 @@ import torch
 from transformers import SegformerConfig, SegformerModel
 
 from ...errors import DataError
+from .normalization import IMAGENET_MEAN, IMAGENET_STD
 
 # Standard MiT sizes (SegFormer, Xie et al. 2021, Table 6 / the nvidia/mit-b* hub configs).
 # All share patch sizes (7, 3, 3, 3), strides (4, 2, 2, 2), sr ratios (8, 4, 2, 1), mlp ratio 4.
@@ -66,6 +67,8 @@ class MiT(SegformerModel):
 
     hf_class = SegformerModel
     strides = LEVEL_STRIDES
+    input_mean = IMAGENET_MEAN  # the ImageNet weights' (and the pipeline's) normalisation
+    input_std = IMAGENET_STD
 
     @property
     def channels(self) -> tuple[int, ...]:

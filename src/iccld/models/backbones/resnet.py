@@ -13,6 +13,8 @@ import torch
 from torch import nn
 from transformers import ResNetConfig, ResNetModel
 
+from .normalization import IMAGENET_MEAN, IMAGENET_STD
+
 # hub configurations of microsoft/resnet-{50,101}; "resnet-tiny" is ours, for tests
 RESNET_ARCHS: dict[str, dict] = {
     "resnet-tiny": dict(embedding_size=8, hidden_sizes=[16, 32, 64, 128], depths=[1, 1, 1, 1]),
@@ -34,6 +36,8 @@ class ResNet(nn.Module):
     hf_class = ResNetModel
     strides = STRIDES
     min_input_size = 1
+    input_mean = IMAGENET_MEAN  # the ImageNet weights' (and the pipeline's) normalisation
+    input_std = IMAGENET_STD
 
     def __init__(self, config: ResNetConfig) -> None:
         super().__init__()
