@@ -657,6 +657,147 @@ def score_bad_values(w, tmp):
                 [tmp / "p"])
 
 
+
+# --- files handed to us: markers, locks, configs and checkpoints from elsewhere (#26) -----------
+
+def _add_to_marker(run: Path, entries: dict) -> None:
+    data = json.loads((run / MARKER).read_text())
+    data["files"].update(entries)
+    (run / MARKER).write_text(json.dumps(data))
+
+
+@case
+def marker_entry_outside_the_run(w, tmp):
+    run, victim = copy_run(w, tmp), user_file(tmp / "victim.txt")
+    _add_to_marker(run, {"../victim.txt": "train"})
+    return Case(train(w, run, "--overwrite"), [str(run / MARKER), "../victim.txt", "outside"], [victim, run])
+
+
+@case
+def marker_entry_absolute(w, tmp):
+    run, victim = copy_run(w, tmp), user_file(tmp / "victim.txt")
+    _add_to_marker(run, {str(victim): "train"})
+    return Case(train(w, run, "--overwrite"), [str(run / MARKER), str(victim)], [victim, run])
+
+
+@case
+def marker_entry_through_a_link_out_of_the_run(w, tmp):
+    run, victim = copy_run(w, tmp), user_file(tmp / "elsewhere" / "victim.txt")
+    (run / "door").symlink_to(tmp / "elsewhere")
+    _add_to_marker(run, {"door/victim.txt": "train"})
+    return Case(train(w, run, "--overwrite"), [str(run / MARKER), "door/victim.txt"], [victim])
+
+
+@case
+def run_lock_is_a_link(w, tmp):
+    run, victim = copy_run(w, tmp), user_file(tmp / "victim.txt", "precious\n")
+    (run / LOCK).unlink(missing_ok=True)
+    (run / LOCK).symlink_to(victim)
+    return Case(train(w, run, "--resume"), [str(run / LOCK), "symbolic link"], [victim])
+
+
+@case
+def export_into_its_own_run(w, tmp):
+    run = copy_run(w, tmp)
+    user_file(run / "final" / "mine.txt")
+    return Case(["export", str(run), "--out", str(run / "final"), "--overwrite"],
+                [str(run / "final"), "inside the run"], [run])
+
+
+@case
+def export_over_its_own_run(w, tmp):
+    run = copy_run(w, tmp)
+    return Case(["export", str(run), "--out", str(run), "--overwrite"], [str(run), "inside the run"], [run])
+
+
+@case
+def stage2_out_is_its_stage1_run(w, tmp):
+    run = copy_run(w, tmp)
+    return Case(train(w, run, "--overwrite", f"method.stage1_checkpoint={run}", config=STAGE2),
+                [str(run), "stage-1 run"], [run])
+
+
+@case
+def train_out_inside_a_runs_final(w, tmp):
+    run = copy_run(w, tmp)
+    return Case(train(w, run / "final" / "again"), [str(run / "final"), "lies inside the iccld run"], [run])
+
+
+@case
+def train_out_inside_a_data_root(w, tmp):
+    bench = Path(shutil.copytree(w["bench"], tmp / "bench"))
+    argv = train(w, bench / "source" / "run")
+    argv = [a.replace(str(w["bench"]), str(bench)) for a in argv]
+    return Case(argv, [str(bench / "source"), "data.source.root"], [bench])
+
+
+@case
+def config_with_a_key_twice(w, tmp):
+    cfg = tmp / "twice.yaml"
+    cfg.write_text(f"base: {STAGE1}\ntrainer:\n  max_iters: 1\n  seed: 3\nmodel:\n  dropout: 0.1\ntrainer:\n  max_iters: 1000\n")
+    return Case(["train", "--config", str(cfg), "--out", str(tmp / "run"), *tiny_overrides(w["bench"])],
+                [str(cfg), "'trainer' is given twice", "lines 2 and 7"], [cfg])
+
+
+@case
+def config_base_with_a_nul(w, tmp):
+    cfg = tmp / "nul.yaml"
+    cfg.write_text('base: "a\\0b.yaml"\n')
+    return Case(["train", "--config", str(cfg), "--out", str(tmp / "run")], [str(cfg), "not a file name"], [cfg])
+
+
+@case
+def config_is_a_folder(w, tmp):
+    (tmp / "cfg").mkdir()
+    return Case(["train", "--config", str(tmp / "cfg"), "--out", str(tmp / "run")], [str(tmp / "cfg"), "is a folder"], [])
+
+
+@case
+def train_seed_too_large(w, tmp):
+    return Case(train(w, tmp / "run", "trainer.seed=100000000000000000000000"), ["trainer.seed", "2**63"], [])
+
+
+@case
+def predict_seed_too_large(w, tmp):
+    return Case(["predict", "--checkpoint", str(w["run"] / "final"), str(w["photos"]), "--out", str(tmp / "p"),
+                 "--seed", str(10 ** 20)], ["--seed", "2**63"], [w["photos"]])
+
+
+PYTHON_TAG = "!!python/object/apply:os.system ['echo pwned']\n"
+
+
+@case
+def resume_with_a_python_tag_in_the_saved_config(w, tmp):
+    run = copy_run(w, tmp)
+    (run / "config.yaml").write_text(PYTHON_TAG)
+    return Case(train(w, run, "--resume"), [str(run / "config.yaml"), "not valid YAML"], [run])
+
+
+@case
+def export_with_a_python_tag_in_the_saved_config(w, tmp):
+    run = copy_run(w, tmp)
+    (run / "config.yaml").write_text(PYTHON_TAG)
+    return Case(["export", str(run), "--out", str(tmp / "m")], [str(run / "config.yaml"), "not valid YAML"], [run])
+
+
+@case
+def export_with_invalid_yaml_in_the_saved_config(w, tmp):
+    run = copy_run(w, tmp)
+    (run / "config.yaml").write_text("data: [unclosed\n")
+    return Case(["export", str(run), "--out", str(tmp / "m")], [str(run / "config.yaml"), "not valid YAML"], [run])
+
+
+@case
+def resume_with_a_checkpoint_from_another_run(w, tmp):
+    import torch
+
+    run = copy_run(w, tmp)
+    state = torch.load(run / "last.ckpt", map_location="cpu", weights_only=True)
+    state["config"]["optim"]["lr"] = 0.5  # the other run's lr, saved inside its last.ckpt
+    torch.save(state, run / "last.ckpt")
+    return Case(train(w, run, "--resume"), [str(run), "last.ckpt", "optim.lr"], [run])
+
+
 CLEANUP: list = []
 ENV_CASES = {"ro": "readonly", "full": "full_disk"}
 
@@ -897,3 +1038,79 @@ def test_prepare_synthetic_checks_its_folder_before_generating(tmp_path, capsys,
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(mine) in err[0]
     assert mine.read_text() == "mine\n"
+
+
+# --- separate checks for #26's data-loss items ---------------------------------------------------
+
+def test_export_overwrite_replaces_only_an_earlier_exports_files(world, tmp_path, capsys):
+    out = tmp_path / "hub-clone"
+    assert main(["export", str(world["run"]), "--out", str(out)]) == 0
+    git = user_file(out / ".git" / "HEAD", "ref: refs/heads/main\n")
+    notes = user_file(out / "NOTES.md", "my notes\n")
+    before = _hashes(git, notes)
+    (out / "model.safetensors").write_bytes(b"stale")
+    assert main(["export", str(world["run"]), "--out", str(out), "--overwrite"]) == 0
+    assert _hashes(git, notes) == before  # a Hub clone keeps its history and the user's notes
+    assert (out / "model.safetensors").read_bytes() == (world["run"] / "final" / "model.safetensors").read_bytes()
+
+
+def test_push_uploads_exactly_the_exports_files(world, tmp_path, monkeypatch, capsys):
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    from iccld import hub
+
+    out = tmp_path / "model"
+    assert main(["export", str(world["run"]), "--out", str(out)]) == 0
+    user_file(out / ".env", "HF_TOKEN=hf_secret\n")
+    user_file(out / "private" / "notes.txt")
+    uploads = []
+
+    class FakeApi:
+        def __init__(self, **kwargs):
+            pass
+
+        def create_repo(self, repo_id, **kwargs):
+            pass
+
+        def upload_folder(self, **kwargs):
+            uploads.append(kwargs)
+            return "https://huggingface.co/someone/m/commit/abc"
+
+    monkeypatch.setattr(constants, "is_offline_mode", lambda: False)
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: "hf_test")
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    capsys.readouterr()
+    assert main(["push", str(out), "--repo-id", "someone/m"]) == 0
+    assert uploads[0]["allow_patterns"] == sorted(hub.EXPORT_FILES)
+    assert ".env" not in uploads[0]["allow_patterns"]
+    assert "not part of the export: .env, private/notes.txt" in capsys.readouterr().err
+
+
+def test_a_predict_that_fails_part_way_claims_only_what_it_wrote(world, tmp_path, capsys):
+    run = copy_run(world, tmp_path)
+    photos = tmp_path / "photos"
+    shutil.copytree(world["photos"], photos)
+    (photos / "c.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")  # read after a.png and b.png
+    out = run / "preds"
+    assert main(["predict", "--checkpoint", str(run / "final"), str(photos), "--out", str(out)]) == 2
+    listed = json.loads((run / MARKER).read_text())["files"]
+    assert "preds/a_color.png" in listed and "preds/b_color.png" in listed
+    assert not any(name.startswith("preds/c_") for name in listed)  # never written, never claimed
+    mine = user_file(out / "c_color.png", "the user's own file\n")
+    (photos / "c.png").unlink()
+    shutil.copy(photos / "a.png", photos / "c.png")
+    assert main(["predict", "--checkpoint", str(run / "final"), str(photos), "--out", str(out), "--overwrite"]) == 2
+    assert mine.read_text() == "the user's own file\n"
+    assert "did not write it" in capsys.readouterr().err
+
+
+def test_marker_paths_must_stay_inside_their_folder(tmp_path):
+    from iccld.outputs import is_inside
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "link").symlink_to(tmp_path)
+    run = tmp_path / "run"
+    assert is_inside(run, "last.ckpt") and is_inside(run, "final/model.safetensors")
+    for bad in ("../x", "/etc/passwd", "", ".", "a/../../x", "link/x", "a\0b"):
+        assert not is_inside(run, bad), bad

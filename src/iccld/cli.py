@@ -12,7 +12,7 @@ import argparse
 import os
 import sys
 
-from .errors import ICCLDError
+from .errors import ConfigError, ICCLDError
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # set before torch loads OpenMP: idle threads sleep instead of spinning (spinning on a busy CPU
@@ -201,6 +201,9 @@ def main(argv: list[str] | None = None) -> int:
         argv.remove("--debug")
     args = build_parser().parse_args(argv)
     try:
+        seed = getattr(args, "seed", 0)
+        if not 0 <= seed < 2 ** 63:  # torch.Generator takes a 64-bit seed
+            raise ConfigError(f"--seed: must be in 0..2**63-1, got {seed}")
         return int(_dispatch(args) or 0)
     except (ICCLDError, OSError) as exc:
         if debug:

@@ -88,11 +88,33 @@ def _suggest(key: str, schema: Config) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader (no ``!!python`` tags) that refuses a key given twice in one mapping,
+    where PyYAML would keep the last one silently (a second ``trainer:`` block replacing the first)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"'{key}' is given twice (lines {seen[key] + 1} and {key_node.start_mark.line + 1})",
+                    key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
+
+
+def read_yaml_text(text: str):
+    """Safe YAML with unique keys (see :class:`_UniqueKeyLoader`); raises yaml.YAMLError."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+
+
 def _read_yaml(path: Path) -> dict:
     if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
+        raise ConfigError(f"{path}: config file not found" + (" (it is a folder; name a .yaml file)"
+                                                               if path.is_dir() else ""))
     try:
-        data = yaml.safe_load(path.read_text())
+        data = read_yaml_text(path.read_text())
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     except UnicodeDecodeError:
@@ -125,6 +147,8 @@ def _read_chain(path: Path, _stack: tuple[Path, ...] = ()) -> list[tuple[str, di
     chain: list[tuple[str, dict]] = []
     seen: set[str] = set()
     for b in bases or []:
+        if "\0" in b or not b.strip():
+            raise ConfigError(f"{path}: base: {b!r} is not a file name")
         for origin, sections in _read_chain((path.parent / b).resolve(), _stack + (resolved,)):
             if origin not in seen:
                 seen.add(origin)
@@ -312,6 +336,8 @@ def validate(c: Config) -> None:
         raise ConfigError(f"data.cat_max_ratio: must be in (0, 1], got {c.data.cat_max_ratio}")
     _positive("data.rcs_temperature", c.data.rcs_temperature, allow_zero=True)
     _positive("data.num_workers", c.data.num_workers, allow_zero=True)
+    if not 0 <= c.trainer.seed < 2 ** 63:  # torch.Generator takes a 64-bit seed
+        raise ConfigError(f"trainer.seed: must be in 0..2**63-1, got {c.trainer.seed}")
     _positive("trainer.max_iters", c.trainer.max_iters)
     _positive("trainer.batch_size", c.trainer.batch_size)
     _positive("trainer.eval_interval", c.trainer.eval_interval, allow_zero=True)

@@ -20,7 +20,7 @@ locally always wins over a repo id of the same spelling.
 from __future__ import annotations
 
 import json
-import shutil
+import os
 import sys
 from pathlib import Path
 
@@ -29,7 +29,7 @@ import yaml
 from . import __version__
 from .errors import CheckpointError, ConfigError
 from .io.hub import LIBRARY_NAME, parse_repo_id, resolve_model_source  # noqa: F401 (resolve_model_source: re-exported)
-from .utils import atomic_write_text
+from .utils import atomic_copy, atomic_write_text
 
 # what an exported folder holds; `push` checks each of them before uploading
 MODEL_FILES = ("config.json", "model.safetensors")
@@ -84,12 +84,35 @@ def _labels() -> dict:
             "cityscapes_label_ids": [label_ids[i] for i in range(len(CLASSES))]}
 
 
+def _read_run_config(path: Path) -> dict:
+    """A run's ``config.yaml`` as data: safe YAML only, one line for anything else."""
+    try:
+        config = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise CheckpointError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path}: cannot read the run's config ({exc})") from None
+    if not isinstance(config, dict) or not isinstance(config.get("data"), dict):
+        raise CheckpointError(f"{path}: not a run's config (no data: section)")
+    return config
+
+
+def _check_apart(source: Path, out: Path) -> None:
+    """Refuse an output folder that is, contains or lies inside the folder read from."""
+    a, b = Path(os.path.realpath(source)), Path(os.path.realpath(out))
+    if a == b or a in b.parents or b in a.parents:
+        raise CheckpointError(f"{out}: is, holds or lies inside the run {source} that the export reads; "
+                              "choose an --out outside it")
+
+
 def export_run(run: str | Path, out: str | Path, *, repo_id: str | None = None,
                overwrite: bool = False) -> Path:
     """Write the model folder of the finished run ``run`` to ``out`` (see the module doc).
 
     ``repo_id`` only fills in the model card's usage lines. A non-empty ``out`` is refused unless
-    ``overwrite``, and even then only when it holds an earlier export (nothing else is deleted).
+    ``overwrite``, and even then only when it holds an earlier export, whose files (:data:`EXPORT_FILES`)
+    are replaced; nothing else in it is touched (a Hub clone's ``.git/``, notes). An ``out`` that is,
+    holds or lies inside ``run`` is refused before anything is written.
     """
     run, out = Path(run), Path(out)
     final = run / "final"
@@ -104,13 +127,15 @@ def export_run(run: str | Path, out: str | Path, *, repo_id: str | None = None,
     cfg_path = run / "config.yaml"
     if not cfg_path.is_file():
         raise CheckpointError(f"{cfg_path}: not found (the run's resolved config)")
-    config = yaml.safe_load(cfg_path.read_text())
+    config = _read_run_config(cfg_path)
+    _check_apart(run, out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         if not overwrite:
             raise CheckpointError(f"{out}: exists and is not empty; choose another --out or pass --overwrite")
         if not out.is_dir() or not (out / "training.json").is_file() or not (out / "config.json").is_file():
             raise CheckpointError(f"{out}: holds something that is not an iccld export; not replacing it")
-        shutil.rmtree(out)
+    # an earlier export's files are replaced one by one below; anything else in the folder (a Hub
+    # clone's .git/, the user's notes) stays as it is
     try:
         ema = results["val"]["ema"]
         miou = float(ema["miou"])
@@ -119,7 +144,7 @@ def export_run(run: str | Path, out: str | Path, *, repo_id: str | None = None,
 
     out.mkdir(parents=True, exist_ok=True)
     for name in MODEL_FILES:
-        shutil.copyfile(final / name, out / name)
+        atomic_copy(final / name, out / name)
     how, command = _measured_by(config, info)
     repo = repo_id or f"USER/{out.name}"
     provenance = {
@@ -202,8 +227,9 @@ holds the class names, the palette and the Cityscapes label ids; `training.json`
 
 
 def check_export(folder: str | Path) -> list[str]:
-    """Check every file of an exported model folder; returns the file names (sorted) or raises a
-    CheckpointError naming the first bad file."""
+    """Check every file of an exported model folder; returns the names of the files the export wrote
+    (:data:`EXPORT_FILES`, sorted: what ``push`` uploads) or raises a CheckpointError naming the first
+    bad file. Anything else in the folder is not part of the model and is never uploaded."""
     folder = Path(folder)
     if not folder.is_dir():
         raise CheckpointError(f"{folder}: no such folder (expected one written by `iccld export`)")
@@ -246,13 +272,24 @@ def check_export(folder: str | Path) -> list[str]:
     if card.data.library_name != LIBRARY_NAME or not card.data.eval_results:
         raise CheckpointError(f"{folder / 'README.md'}: the metadata header needs library_name: {LIBRARY_NAME} "
                               "and a model-index with the mIoU")
-    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    return sorted(EXPORT_FILES)
+
+
+def other_files(folder: Path) -> list[str]:
+    """Files in ``folder`` that are not the export's (left out of an upload), ``.git/`` not listed."""
+    return sorted(p.relative_to(folder).as_posix() for p in Path(folder).rglob("*")
+                  if p.is_file() and p.relative_to(folder).as_posix() not in EXPORT_FILES
+                  and p.relative_to(folder).parts[0] != ".git")
 
 
 def push_folder(folder: str | Path, repo_id: str, *, private: bool = False, revision: str | None = None) -> str:
     """Upload an exported folder with ``HfApi.upload_folder`` (creating the repo if needed);
     returns the commit URL. No network, no token or a Hub error -> a one-line CheckpointError."""
     files = check_export(folder)
+    left_out = other_files(Path(folder))
+    if left_out:
+        shown = ", ".join(left_out[:8]) + (f", ... ({len(left_out)} in all)" if len(left_out) > 8 else "")
+        print(f"{folder}: not uploaded, not part of the export: {shown}", file=sys.stderr)
     if parse_repo_id(repo_id) is None or "@" in repo_id:
         raise ConfigError(f"--repo-id: expected USER/NAME, got '{repo_id}'")
     import huggingface_hub

@@ -51,7 +51,24 @@ def read_marker(folder: Path) -> dict[str, str] | None:
     except (ValueError, KeyError, TypeError) as exc:
         raise OutputError(f"{path}: damaged iccld marker ({exc}); delete it only if nothing in "
                           f"{folder} is an iccld run") from None
+    for name in files:
+        if not is_inside(folder, name):
+            raise OutputError(f"{path}: lists '{name}', which is not a file inside {folder}; iccld never "
+                              "touches a path outside the folder a marker sits in, so this folder is refused")
     return {str(k): str(v) for k, v in files.items()}
+
+
+def is_inside(folder: Path, name) -> bool:
+    """Whether ``name`` is a plain relative path that stays inside ``folder``: not absolute, no ``..``,
+    no NUL, and no symbolic link on the way that leads out of it."""
+    if not isinstance(name, str) or not name or "\0" in name:
+        return False
+    rel = Path(name)
+    if rel.is_absolute() or ".." in rel.parts or rel.parts in ((), (".",)):
+        return False
+    root = Path(os.path.realpath(folder))
+    parent = Path(os.path.realpath((Path(folder) / rel).parent))  # the file itself may be a link: unlinking removes the link
+    return parent == root or root in parent.parents
 
 
 def record_outputs(folder: Path, paths, command: str) -> None:
@@ -178,7 +195,13 @@ class RunLock:
     def acquire(self) -> "RunLock":
         import fcntl
 
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:  # O_NOFOLLOW: a link planted at the lock's name must not lead the truncation elsewhere
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise OutputError(f"{self.path}: is a symbolic link; iccld never writes through a link it did "
+                                  "not make; remove it") from None
+            raise OSError(exc.errno, exc.strerror, str(self.path)) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:

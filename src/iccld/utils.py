@@ -37,6 +37,26 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+def atomic_copy(source: Path, path: Path) -> None:
+    """Copy the file ``source`` to ``path`` as :func:`atomic_write_bytes` writes: through a temporary
+    file in the same folder and a rename (without holding the file in memory)."""
+    import shutil
+
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
+    os.close(fd)
+    try:
+        shutil.copyfile(source, tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
+        raise
+
+
 def remove_stale_temporaries(folder: Path, names) -> list[Path]:
     """Remove the temporary files that :func:`atomic_write_bytes` leaves when killed mid-write
     (``.<name>.<8 random characters>.tmp``), for the given file names only. Call it only while no

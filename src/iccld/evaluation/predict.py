@@ -60,7 +60,6 @@ def predict_images(model: nn.Module, images: list[Path], out: Path, *, path: str
             names[p] = img
             check_output_file(p, overwrite=overwrite, command="predict", check_dir=False)
     check_output_dir(out)
-    claim_outputs(names, "predict")  # in a run folder, so that the next --overwrite may replace them
     device = next(model.parameters()).device
     written = []
     for index, (img, paths) in enumerate(plans):
@@ -74,6 +73,9 @@ def predict_images(model: nn.Module, images: list[Path], out: Path, *, path: str
         if logits.shape[-2:] != size:  # back to the input's size, as evaluation scores at the label's size
             logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
         label = logits.argmax(1)[0].cpu().numpy().astype(np.uint8)  # (H, W)
+        # claimed in a run folder's marker as they are written (not before: a run that fails part-way
+        # must not leave claims on names it never wrote), so that the next --overwrite may replace them
+        claim_outputs(paths.values(), "predict")
         color = colorize(label)
         overlay = (0.5 * rgb + 0.5 * color).astype(np.uint8)
         write_png(paths["trainid"], label)

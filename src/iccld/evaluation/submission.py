@@ -116,7 +116,6 @@ def write_submission(model, images: list[Path], out: Path, *, benchmark: str | N
     for p in outputs:
         check_output_file(p, overwrite=overwrite, command="predict", check_dir=False)
     check_output_dir(out)
-    claim_outputs(outputs, "predict")
     work = Path(tempfile.mkdtemp(dir=out, prefix=".predict-"))
     notes = []
     try:
@@ -131,6 +130,7 @@ def write_submission(model, images: list[Path], out: Path, *, benchmark: str | N
                 raise DataError(f"{img}: the prediction is {label.shape[1]}x{label.shape[0]} with values up to "
                                 f"{int(label.max())}, expected {w}x{h} train ids")
             sizes.add((w, h))
+            claim_outputs([folder / img.name], "predict")  # as it is written, not before
             write_png(folder / img.name, encode(label, bench.encoding))
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -139,6 +139,7 @@ def write_submission(model, images: list[Path], out: Path, *, benchmark: str | N
             for name in sorted(names):
                 zf.write(folder / name, arcname=name)
         buffer.seek(0)
+        claim_outputs([archive], "predict")
         atomic_write_bytes(archive, buffer.read())
     if len(images) != bench.test_images:
         notes.append(f"{len(images)} images; the {bench.name} server scores all {bench.test_images} test images")

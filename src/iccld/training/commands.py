@@ -19,7 +19,7 @@ import yaml
 from ..config import Config, from_dict, load_config
 from ..errors import CheckpointError, TrainingError
 from ..io.checkpoint import CKPT_NAME, FINAL_DIR, TRAINING_INFO, load_checkpoint
-from ..outputs import LOCK, MARKER, RunLock, check_output_dir, forget_outputs, read_marker, record_outputs
+from ..outputs import LOCK, MARKER, OutputError, RunLock, check_output_dir, forget_outputs, read_marker, record_outputs
 from ..utils import remove_stale_temporaries
 
 COMMAND = "train"  # the name runs' files carry in the marker
@@ -116,14 +116,11 @@ def prepare_run(config: Config, run_dir: Path, *, resume: bool, overwrite: bool,
     saved_cfg_path = run_dir / "config.yaml"
     saved = None
     if saved_cfg_path.is_file():
-        saved = from_dict(yaml.safe_load(saved_cfg_path.read_text()) or {}, str(saved_cfg_path))
+        saved = _saved_config(saved_cfg_path)
     ckpt = run_dir / CKPT_NAME
+    ignore = RESUMABLE_KEYS if resume else set()
     if saved is not None:
-        diff = config_differences(config, saved, ignore=RESUMABLE_KEYS if resume else set())
-        if diff:
-            shown = ", ".join(diff[:5]) + (" ..." if len(diff) > 5 else "")
-            raise TrainingError(f"{run_dir}: holds a run with a different config (differs in {shown}); "
-                                "choose another --out, or pass --overwrite to start over")
+        _refuse_differences(run_dir, config, saved, ignore, "holds a run with a different config")
     if not resume:
         where = ""
         if ckpt.is_file():
@@ -132,7 +129,36 @@ def prepare_run(config: Config, run_dir: Path, *, resume: bool, overwrite: bool,
                             "--overwrite to start over")
     if not ckpt.is_file():
         return None  # the folder was made but no checkpoint written yet: start from scratch
-    return load_checkpoint(ckpt)
+    state = load_checkpoint(ckpt)
+    if isinstance(state.get("config"), dict):  # a last.ckpt copied from another run carries that run's config
+        inside = from_dict(state["config"], f"{ckpt} (the config saved in it)")
+        _refuse_differences(run_dir, config, inside, ignore,
+                            f"holds a {CKPT_NAME} whose saved config is not this run's (copied from another run?)")
+    return state
+
+
+def _saved_config(path: Path) -> Config:
+    """A run's ``config.yaml``: safe YAML only; anything unreadable is one line naming the file."""
+    from ..config import read_yaml_text
+
+    try:
+        data = read_yaml_text(path.read_text())
+    except yaml.YAMLError as exc:
+        raise TrainingError(f"{path}: not valid YAML ({str(exc).splitlines()[0]}); it is the run's saved config: "
+                            "restore it, or start the run over with --overwrite") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TrainingError(f"{path}: cannot read the run's saved config ({exc})") from None
+    if not isinstance(data, dict):
+        raise TrainingError(f"{path}: not a run's config (expected a mapping of sections)")
+    return from_dict(data, str(path))
+
+
+def _refuse_differences(run_dir: Path, config: Config, other: Config, ignore: set[str], what: str) -> None:
+    diff = config_differences(config, other, ignore=ignore)
+    if diff:
+        shown = ", ".join(diff[:5]) + (" ..." if len(diff) > 5 else "")
+        raise TrainingError(f"{run_dir}: {what}; it differs in {shown}; choose another --out, "
+                            "or pass --overwrite to start over")
 
 
 def run_started(run_dir: Path) -> bool:
@@ -152,9 +178,47 @@ def train_command(args) -> int:
     return run_training(config, run_dir, resume=args.resume, overwrite=args.overwrite)
 
 
+def _is_run_or_export(folder: Path) -> bool:
+    """A folder ``train`` filled (its marker lists a run file) or ``export`` wrote."""
+    try:
+        files = read_marker(folder) or {}
+    except (OSError, OutputError):  # unreadable or damaged: not a run of ours to protect
+        files = {}
+    if any(command == COMMAND for command in files.values()):
+        return True
+    return all((folder / name).is_file() for name in ("config.json", "model.safetensors", TRAINING_INFO))
+
+
+def check_run_location(config: Config, run_dir: Path) -> None:
+    """Refuse a run folder that is, or lies inside, something the run reads (a data root, the stage-1
+    run, the pretrained weights) or another run or exported model: ``--overwrite`` would clear an
+    input before the run reads it, and a run inside another's ``final/`` is loaded in its place."""
+    out = Path(os.path.realpath(run_dir))
+    inputs = {f"data.{part}.root": getattr(config.data, part).root for part in ("source", "target", "val")}
+    inputs["model.pretrained"] = config.model.pretrained
+    stage1 = getattr(config.method, "stage1_checkpoint", "")
+    if stage1 and Path(stage1).exists():  # a run folder, its last.ckpt or its final/ folder
+        s1 = Path(os.path.realpath(stage1))
+        s1 = s1.parent if s1.is_file() or s1.name == FINAL_DIR else s1
+        if out == s1 or s1 in out.parents or out in s1.parents:
+            raise TrainingError(f"{run_dir}: is, holds or lies inside the stage-1 run {stage1} "
+                                "(method.stage1_checkpoint) that this run starts from; choose another --out")
+    for key, value in inputs.items():
+        if value and Path(value).exists():
+            src = Path(os.path.realpath(value))
+            if out == src or src in out.parents:
+                raise TrainingError(f"{run_dir}: is or lies inside {value} ({key}), which the run reads; "
+                                    "choose another --out")
+    for parent in out.parents:
+        if _is_run_or_export(parent):
+            raise TrainingError(f"{run_dir}: lies inside the iccld run or exported model {parent}; "
+                                "choose an --out outside it")
+
+
 def run_training(config: Config, run_dir: Path, *, resume: bool = False, overwrite: bool = False,
                  progress: bool = True) -> int:
     run_dir = Path(run_dir)
+    check_run_location(config, run_dir)
     if resume and not run_dir.is_dir():
         raise TrainingError(f"{run_dir}: no run to resume (no such folder); drop --resume to start one")
     created = not run_dir.exists()
