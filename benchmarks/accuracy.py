@@ -344,14 +344,14 @@ def main(argv: list[str] | None = None) -> int:
     rows = METHODS + (PRETRAINED_ROWS if args.regime == "pretrained" else [])
     if args.methods and not set(args.methods) <= {m[0] for m in rows}:
         parser.error(f"--methods: {sorted(set(args.methods) - {m[0] for m in rows})} exist only in another regime")
-    extra: tuple[str, ...] = ()
+    regime_overrides: tuple[str, ...] = ()
     if args.regime == "pretrained":
         weights = Path(args.weights)
         if not weights.exists() and ("/" not in args.weights or args.weights.startswith((".", "/"))):
             print(f"accuracy.py: {weights}: no such folder; the pretrained regime needs MobileNetV2 ImageNet weights "
                   "(a save_pretrained folder, or the Hub id google/mobilenet_v2_1.0_224 with internet)", file=sys.stderr)
             return 2
-        extra = (f"model.pretrained={args.weights}",)
+        regime_overrides = (f"model.pretrained={args.weights}",)
     out = Path(args.out) / ("pretrained" if args.regime == "pretrained" else "") / (
         "quick" if args.quick else "full" if args.schedule == 1.0 else f"full_x{args.schedule:g}")
     bench = Path(args.out) / "benchmark"
@@ -367,7 +367,8 @@ def main(argv: list[str] | None = None) -> int:
             if key not in wanted:
                 continue
             print(f"== seed {seed}: {key}", file=sys.stderr)
-            r = train_one(bench, out, key, config_name, stage1, seed, args.quick, args.schedule, configs, extra)
+            r = train_one(bench, out, key, config_name, stage1, seed, args.quick, args.schedule, configs,
+                          regime_overrides)
             test = split_evaluation(out / f"{key}_s{seed}")
             extra = extra_evaluations(out / f"{key}_s{seed}") if key == "stage2" else None
             runs.append({"method": key, "seed": seed, "split": REPORT_SPLIT,
