@@ -28,3 +28,25 @@ def test_demo_quick_runs_end_to_end_and_reuses_finished_steps(tmp_path, capsys):
     assert main(["demo", "--quick", "--out", str(out)]) == 0  # second run: nothing retrained
     assert (out / "runs" / "stage1" / "last.ckpt").stat().st_mtime_ns == stamp
     assert "already finished" in capsys.readouterr().err
+
+
+def test_demo_with_a_pretrained_encoder_says_which_weights_it_used(tmp_path, capsys):
+    import torch
+    import yaml
+    from transformers import MobileNetV2ForImageClassification
+
+    from iccld.models.backbones.mobilenet import mobilenet_v2_config
+
+    torch.manual_seed(0)  # random weights in the layout of google/mobilenet_v2_1.0_224 (no download in tests)
+    weights = tmp_path / "mobilenet_v2_1.0_224"
+    MobileNetV2ForImageClassification(mobilenet_v2_config("mobilenet-v2")).save_pretrained(weights)
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--out", str(out), "--pretrained", str(weights)]) == 0
+    first = (out / "report.md").read_text().splitlines()[:3]
+    assert first[2] == (f"Encoder: ImageNet MobileNetV2 1.0 (`mobilenet-v2`), weights from `{weights}`, "
+                        "configs in `configs/synthetic_pretrained/`.")
+    for method in ("source_only", "stage1", "stage2"):  # beside, never in place of, the from-scratch runs
+        saved = yaml.safe_load((out / "runs-pretrained" / method / "config.yaml").read_text())
+        assert saved["model"]["backbone"] == "mobilenet-v2" and saved["model"]["pretrained"] == str(weights)
+        assert saved["model"]["norm_eval"] is True
+    assert not (out / "runs").exists()

@@ -128,6 +128,10 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace a report.md, grid.png or curves.png "
                    "in --out that the demo did not write")
+    p.add_argument("--pretrained", metavar="WEIGHTS",
+                   help="train with the ImageNet MobileNetV2 encoder (configs/synthetic_pretrained): a "
+                        "save_pretrained folder or the Hub id google/mobilenet_v2_1.0_224 (needs internet once); "
+                        "its runs go to OUT/runs-pretrained")
 
 
 def build_parser() -> argparse.ArgumentParser:

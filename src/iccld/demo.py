@@ -2,7 +2,9 @@
 
 1. generate the synthetic GTA5-like -> Cityscapes-like benchmark (skipped when present);
 2. train ``source_only``, ``stage1`` and ``stage2`` (ICCLD) with the CPU configs (finished runs are
-   reused, interrupted ones resumed);
+   reused, interrupted ones resumed): a tiny MiT from scratch (``configs/synthetic``, offline), or with
+   ``--pretrained WEIGHTS`` the ImageNet MobileNetV2 encoder (``configs/synthetic_pretrained``, runs in
+   ``OUT/runs-pretrained``);
 3. evaluate each on the held-out target test split (each run scored itself on val, where the
    settings were chosen: shown beside) and write ``report.md`` with the per-class table, learning
    curves and a qualitative grid.
@@ -21,7 +23,8 @@ from pathlib import Path
 from .config import load_config
 from .errors import TrainingError
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "synthetic"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+CONFIG_DIR = CONFIGS / "synthetic"  # from scratch; "synthetic_pretrained" with --pretrained
 # the runs, in order: config file in configs/synthetic (its stem names the run folder), title, and the
 # config of the earlier run this one starts from (its method.stage1_checkpoint)
 RUNS = (("source_only.yaml", "Source only", None), ("stage1.yaml", "Stage 1 (no diffusion)", None),
@@ -32,13 +35,13 @@ FULL = dict(num_source=2000, num_target=1000, num_val=300, num_test=300, size=(2
 QUICK = dict(num_source=24, num_target=16, num_val=8, num_test=6, size=(128, 64))
 
 
-def _config_dir() -> Path:
-    if CONFIG_DIR.is_dir():
-        return CONFIG_DIR
-    here = Path.cwd() / "configs" / "synthetic"
+def _config_dir(name: str = "synthetic") -> Path:
+    if (CONFIGS / name).is_dir():
+        return CONFIGS / name
+    here = Path.cwd() / "configs" / name
     if here.is_dir():
         return here
-    raise TrainingError(f"{CONFIG_DIR}: the synthetic configs are missing; run the demo from an iccld checkout")
+    raise TrainingError(f"{CONFIGS / name}: the demo's configs are missing; run the demo from an iccld checkout")
 
 
 def method_overrides(bench: Path, runs: Path, starts_from: str | None, quick: bool, seed: int) -> list[str]:
@@ -62,7 +65,12 @@ def demo_command(args) -> int:
     from .training.commands import run_started, run_training
 
     out = Path(args.out)
-    bench, runs = out / "benchmark", out / "runs"
+    weights = getattr(args, "pretrained", None)
+    bench, runs = out / "benchmark", out / ("runs-pretrained" if weights else "runs")
+    configs = _config_dir("synthetic_pretrained" if weights else "synthetic")
+    encoder = (f"ImageNet MobileNetV2 1.0 (`mobilenet-v2`), weights from `{weights}`, configs in "
+               "`configs/synthetic_pretrained/`" if weights else
+               "a tiny MiT (`mit-tiny`) trained from scratch, configs in `configs/synthetic/`")
     for name in REPORT_FILES:  # before hours of training, not after
         check_output_file(out / name, overwrite=getattr(args, "overwrite", False), command="demo",
                           replace_own=True)
@@ -73,8 +81,8 @@ def demo_command(args) -> int:
     names = [Path(config_file).stem for config_file, _, _ in RUNS]
     for i, ((config_file, title, starts_from), name) in enumerate(zip(RUNS, names), 1):
         print(f"[2/3] training {title} ({i}/{len(RUNS)}) in {runs / name}", file=sys.stderr)
-        config = load_config(_config_dir() / config_file,
-                             method_overrides(bench, runs, starts_from, args.quick, args.seed))
+        overrides = method_overrides(bench, runs, starts_from, args.quick, args.seed)
+        config = load_config(configs / config_file, overrides + ([f"model.pretrained={weights}"] if weights else []))
         code = run_training(config, runs / name, resume=run_started(runs / name))
         if code != 0:
             return code
@@ -83,7 +91,8 @@ def demo_command(args) -> int:
 
     record_outputs(out, REPORT_FILES, "demo")
     titles = {name: title for name, (_, title, _) in zip(names, RUNS)}
-    report = write_report(out, runs, names, titles, quick=args.quick, elapsed=time.time() - started)
+    report = write_report(out, runs, names, titles, quick=args.quick, elapsed=time.time() - started,
+                          encoder=encoder)
     from .evaluation.runs import evaluate_run
 
     val = json.loads((runs / names[-1] / "results.json").read_text())["val"]["ema"]["miou"]

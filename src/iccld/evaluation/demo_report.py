@@ -104,7 +104,8 @@ def plot_grid(runs: Path, methods: list[str], titles: dict[str, str], path: Path
 
 
 def write_report(out: Path, runs: Path, methods: list[str], titles: dict[str, str], *, quick: bool,
-                 elapsed: float) -> Path:
+                 elapsed: float, encoder: str = "a tiny MiT (`mit-tiny`) trained from scratch, configs in "
+                                                "`configs/synthetic/`") -> Path:
     from .runs import evaluate_run
 
     results = {m: json.loads((runs / m / "results.json").read_text()) for m in methods}
@@ -119,8 +120,10 @@ def write_report(out: Path, runs: Path, methods: list[str], titles: dict[str, st
     lines = [
         "# iccld demo report",
         "",
-        f"Embedded synthetic benchmark (GTA5-like source -> Cityscapes-like target), CPU configs in "
-        f"`configs/synthetic/`{' (--quick: a smoke run, numbers mean nothing)' if quick else ''}. "
+        f"Encoder: {encoder}.",
+        "",
+        f"Embedded synthetic benchmark (GTA5-like source -> Cityscapes-like target), CPU "
+        f"schedules{' (--quick: a smoke run, numbers mean nothing)' if quick else ''}. "
         f"Iterations per method: `{config}`. Made on {date.today().isoformat()} on "
         f"{platform.machine()} / {platform.system()} in {elapsed / 60:.1f} minutes.",
         "",
