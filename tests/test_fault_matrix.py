@@ -798,6 +798,55 @@ def resume_with_a_checkpoint_from_another_run(w, tmp):
     return Case(train(w, run, "--resume"), [str(run), "last.ckpt", "optim.lr"], [run])
 
 
+
+# --- inputs from the real world: metadata, sizes, special files (#26) ----------------------------
+
+def _png_header_only(path: Path, width: int, height: int) -> Path:
+    """A PNG whose header claims width x height RGB pixels and whose data is missing."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+@case
+def predict_a_huge_image(w, tmp):
+    big = _png_header_only(tmp / "huge.png", 12000, 12000)
+    return Case(["predict", "--checkpoint", str(w["run"] / "final"), str(big), "--out", str(tmp / "p")],
+                [str(big), "12000x12000", "too large"], [big])
+
+
+@case
+def predict_a_device(w, tmp):
+    return Case(["predict", "--checkpoint", str(w["run"] / "final"), "/dev/zero", "--out", str(tmp / "p")],
+                ["/dev/zero", "not a regular file"], [])
+
+
+@case
+def config_alias_bomb(w, tmp):
+    cfg = tmp / "laughs.yaml"
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 9)]
+    cfg.write_text("\n".join(lines) + "\n")
+    return Case(["train", "--config", str(cfg), "--out", str(tmp / "run")], [str(cfg), "alias"], [cfg])
+
+
+@case
+def prepare_labels_that_hold_no_class(w, tmp):
+    root = tmp / "gta5"
+    for i in range(3):
+        png(root / "images" / f"{i:05d}.png", np.zeros((8, 8, 3), np.uint8))
+        png(root / "labels" / f"{i:05d}.png", np.zeros((8, 8), np.uint8))  # id 0: unlabelled -> 255
+    return Case(["prepare", "gta5", "--root", str(root), "--workers", "1"],
+                [str(root), "holds a class", "ignore"], [root / "images", root / "labels"])
+
+
 CLEANUP: list = []
 ENV_CASES = {"ro": "readonly", "full": "full_disk"}
 
@@ -1114,3 +1163,93 @@ def test_marker_paths_must_stay_inside_their_folder(tmp_path):
     assert is_inside(run, "last.ckpt") and is_inside(run, "final/model.safetensors")
     for bad in ("../x", "/etc/passwd", "", ".", "a/../../x", "link/x", "a\0b"):
         assert not is_inside(run, bad), bad
+
+
+def test_two_predicts_into_one_folder_are_refused(world, tmp_path, capsys):
+    out = tmp_path / "preds"
+    out.mkdir()
+    code = ("import sys; from pathlib import Path; from iccld.outputs import RunLock\n"
+            "lock = RunLock(Path(sys.argv[1])).acquire(); print('locked', flush=True); sys.stdin.read()")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(out)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    try:
+        assert holder.stdout.readline().strip() == "locked"  # another predict writing into the folder
+        capsys.readouterr()
+        assert main(["predict", "--checkpoint", str(world["run"] / "final"), str(world["photos"]),
+                     "--out", str(out)]) == 2
+        assert f"in use by another iccld (pid {holder.pid}" in capsys.readouterr().err
+        assert sorted(p.name for p in out.iterdir()) == [LOCK]  # nothing written
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    assert main(["predict", "--checkpoint", str(world["run"] / "final"), str(world["photos"]), "--out", str(out)]) == 0
+
+
+def test_a_phone_photo_is_read_upright(world, tmp_path):
+    from iccld.data.io import image_size, read_image
+
+    rng = np.random.default_rng(2)
+    sensor = rng.integers(0, 255, (40, 60, 3), dtype=np.uint8)  # as the sensor stored it: 60 wide, 40 high
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to view"
+    Image.fromarray(sensor).save(tmp_path / "phone.jpg", exif=exif, quality=100)
+    upright = read_image(tmp_path / "phone.jpg")
+    assert upright.shape == (60, 40, 3) and image_size(tmp_path / "phone.jpg") == (40, 60)
+    stored = np.asarray(Image.open(tmp_path / "phone.jpg").convert("RGB"))
+    assert np.array_equal(upright, np.rot90(stored, k=-1))  # the viewer's picture, not the sensor's
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    shutil.copy(tmp_path / "phone.jpg", photos / "phone.jpg")
+    out = tmp_path / "p"
+    assert main(["predict", "--checkpoint", str(world["run"] / "final"), str(photos), "--out", str(out)]) == 0
+    assert Image.open(out / "phone_color.png").size == (40, 60)  # written upright, at the viewer's size
+
+
+def test_special_files_in_a_predict_folder_are_skipped(world, tmp_path, capsys):
+    photos = Path(shutil.copytree(world["photos"], tmp_path / "photos"))
+    os.mkfifo(photos / "pipe.png")  # reading it would block forever
+    (photos / "sub.png").mkdir()  # a folder with an image's name
+    out = tmp_path / "p"
+    assert main(["predict", "--checkpoint", str(world["run"] / "final"), str(photos), "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.glob("*_color.png")) == ["a_color.png", "b_color.png"]
+
+
+def test_training_on_labels_that_hold_no_class_names_the_folder(world, tmp_path, capsys):
+    bench = Path(shutil.copytree(world["bench"], tmp_path / "bench"))
+    stats = bench / "source" / "sample_class_stats.json"
+    entries = json.loads(stats.read_text())
+    stats.write_text(json.dumps([{"file": e["file"]} for e in entries]))  # as prepare writes all-255 labels
+    argv = [a.replace(str(world["bench"]), str(bench)) for a in train(world, tmp_path / "run")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "holds no class" in err or "hold no class" in err
+    assert str(bench / "source") in err and "rcs_min_pixels" not in err
+
+
+@pytest.mark.parametrize("error", [RuntimeError("[enforce fail at alloc_cpu.cpp:119] . DefaultCPUAllocator: can't "
+                                                "allocate memory: you tried to allocate 85899345920 bytes."),
+                                   MemoryError()])
+def test_out_of_memory_is_one_line_saying_what_to_lower(world, tmp_path, capsys, monkeypatch, error):
+    import iccld.training.commands as commands
+
+    def fail(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(commands, "_run_locked", fail)
+    assert main(train(world, tmp_path / "run", "trainer.batch_size=100000")) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "out of memory" in err and "trainer.batch_size" in err
+
+
+def test_too_many_open_files_names_the_limit_and_the_setting(world, tmp_path, capsys, monkeypatch):
+    import errno as errno_
+
+    import iccld.training.commands as commands
+
+    def fail(*args, **kwargs):
+        raise OSError(errno_.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(commands, "_run_locked", fail)
+    assert main(train(world, tmp_path / "run", "data.num_workers=16")) == 2
+    err = capsys.readouterr().err.strip()
+    assert "too many open files" in err and "ulimit -n" in err and "data.num_workers" in err

@@ -9,6 +9,7 @@ line) shows the full traceback instead.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 
@@ -183,6 +184,13 @@ def one_line(exc: BaseException) -> str:
     its message ("Caught DataError in DataLoader worker process 0. Original Traceback ..."); its last
     line holds the original message. An OSError gives "<path>: <problem>".
     """
+    if isinstance(exc, OSError) and exc.errno == errno.EMFILE:
+        import resource
+
+        limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        where = f"{exc.filename}: " if exc.filename is not None else ""
+        return (f"{where}too many open files (this shell allows {limit}, `ulimit -n`); lower data.num_workers "
+                "or raise the limit")
     if isinstance(exc, OSError) and exc.strerror is not None:
         where = exc.filename if exc.filename is not None else ""
         if exc.filename2 is not None:
@@ -196,6 +204,13 @@ def one_line(exc: BaseException) -> str:
         prefix = f"{type(exc).__module__}.{type(exc).__name__}: "
         text = last[len(prefix):] if last.startswith(prefix) else last.partition(": ")[2] or last
     return " ".join(text.split("\n")).strip()
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """torch's allocators (CPU and CUDA) and Python report memory exhaustion with these messages."""
+    text = str(exc)
+    return isinstance(exc, MemoryError) or any(s in text for s in (
+        "out of memory", "can't allocate memory", "DefaultCPUAllocator", "Cannot allocate memory"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -214,6 +229,12 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"iccld {args.command}: error: {one_line(exc)}", file=sys.stderr)
         return exc.exit_code if isinstance(exc, ICCLDError) else 2
+    except (RuntimeError, MemoryError) as exc:
+        if debug or not _out_of_memory(exc):
+            raise
+        print(f"iccld {args.command}: error: out of memory ({one_line(exc)[:160]}); lower trainer.batch_size, "
+              "data.crop_size or the image size (data.*.resize), or free memory", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"iccld {args.command}: interrupted", file=sys.stderr)
         return 130

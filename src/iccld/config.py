@@ -104,9 +104,29 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
+# the most values a config may hold once its YAML aliases are expanded: real configs hold a few
+# hundred; a "billion laughs" file of nested aliases would expand to billions in the merge
+MAX_CONFIG_VALUES = 100_000
+
+
+def _expanded_size(obj, memo: dict) -> int:
+    """How many values ``obj`` holds with every alias expanded, in time linear in the distinct nodes."""
+    if id(obj) in memo:
+        return memo[id(obj)]
+    children = obj.values() if isinstance(obj, dict) else obj if isinstance(obj, list) else ()
+    memo[id(obj)] = size = 1 + sum(_expanded_size(c, memo) for c in children)
+    return size
+
+
 def read_yaml_text(text: str):
-    """Safe YAML with unique keys (see :class:`_UniqueKeyLoader`); raises yaml.YAMLError."""
-    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+    """Safe YAML with unique keys (see :class:`_UniqueKeyLoader`) and a bounded expansion; raises
+    yaml.YAMLError."""
+    data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+    size = _expanded_size(data, {})
+    if size > MAX_CONFIG_VALUES:
+        raise yaml.YAMLError(f"expands to {size:.3g} values through its aliases (at most {MAX_CONFIG_VALUES}; "
+                             "an alias bomb?)")
+    return data
 
 
 def _read_yaml(path: Path) -> dict:

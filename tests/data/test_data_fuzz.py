@@ -71,7 +71,7 @@ def roots(tmp_path_factory) -> dict[str, Path]:
     Image.fromarray(np.zeros((16, 24, 3), np.uint8)).save(folder / "img" / "a.png")
     Image.fromarray(np.zeros((16, 24, 3), np.uint8)).save(folder / "img" / "a_L.png")
     (base / "spec.yaml").write_text("images: img\nlabels: img\nlabel_suffix: _L.png\nencoding: rgb\n"
-                                    "classes:\n  - {value: [0, 0, 0], train_id: 255}\n")
+                                    "classes:\n  - {value: [0, 0, 0], train_id: 0}\n")
     prepare_dataset("folder", folder, workers=1, spec=str(base / "spec.yaml"), progress=False)
     roots["folder"] = folder
     roots["spec"] = base / "spec.yaml"

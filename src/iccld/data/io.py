@@ -18,10 +18,11 @@ Label formats handled by :func:`read_label`:
 from __future__ import annotations
 
 import io
+import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from ..errors import DataError
 from ..utils import atomic_write_bytes
@@ -50,18 +51,34 @@ def _gray16_to_rgb8(values: np.ndarray) -> np.ndarray:
     return np.repeat(gray[:, :, None], 3, axis=2)
 
 
+# the largest image read (pixels): Pillow's own decompression-bomb threshold, checked from the header
+# before decoding so that a huge image is one clear line instead of a warning and an allocator error
+MAX_PIXELS = 89_478_485
+
+
 def read_image(path: str | Path) -> np.ndarray:
-    """Read an image as uint8 RGB, shape (H, W, 3). 16-bit grayscale is scaled to 8 bits (16-bit RGB
+    """Read an image as uint8 RGB, shape (H, W, 3), upright: an EXIF orientation (phone photos) is
+    applied, so the pixels are what a viewer shows. 16-bit grayscale is scaled to 8 bits (16-bit RGB
     PNGs are read by Pillow as their high bytes). Any failure -> DataError naming the file."""
     try:
-        with Image.open(path) as im:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(path)
+        with im:
+            w, h = im.size
+            if w * h > MAX_PIXELS:
+                raise DataError(f"{path}: {w}x{h} pixels is too large to read ({w * h / 1e6:.0f} megapixels; "
+                                f"iccld reads up to {MAX_PIXELS / 1e6:.0f}); resize it first")
             im.load()
+            im = ImageOps.exif_transpose(im)
             if im.mode in _WIDE_GRAY:
                 array = _gray16_to_rgb8(np.asarray(im))
             elif im.mode == "F":
                 raise ValueError("a 32-bit float image; save it as 8- or 16-bit")
             else:
                 array = np.asarray(im if im.mode == "RGB" else im.convert("RGB"), dtype=np.uint8)
+    except DataError:
+        raise
     except Exception as exc:  # PIL raises many types for corrupt data (OSError, SyntaxError, ...)
         raise _fail(path, exc) from None
     if array.ndim != 3 or array.shape[2] != 3:
@@ -133,10 +150,16 @@ def _tile_rawmode(im: Image.Image) -> str:
 
 
 def image_size(path: str | Path) -> tuple[int, int]:
-    """(W, H) from the file header without decoding the pixels."""
+    """(W, H) as :func:`read_image` returns it (EXIF rotations of 90 degrees swap the two), from the
+    file header without decoding the pixels."""
     try:
-        with Image.open(path) as im:
-            return im.size
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(path)
+        with im:
+            w, h = im.size
+            orientation = im.getexif().get(0x0112, 1)  # 5..8: a quarter turn
+            return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
     except Exception as exc:
         raise _fail(path, exc) from None
 

@@ -170,6 +170,9 @@ def prepare_dataset(kind: str, root: str | Path, workers: int = 2, spec: Optiona
         entry: dict = {"file": _relative(target, root)}
         entry.update({str(c): n for c, n in enumerate(counts) if n > 0})
         entries.append(entry)
+    if entries and not any(len(e) > 1 for e in entries):
+        raise DataError(f"{root}: none of its {len(entries)} labels holds a class (every pixel is ignore, 255, "
+                        f"after the {kind} label map); check the label files and --spec / the dataset kind")
     atomic_write_text(stats_path, "[\n" + ",\n".join(json.dumps(e) for e in entries) + "\n]\n")
     summary["seconds"] = round(time.perf_counter() - start, 3)
     summary["images_per_second"] = round(len(jobs) / max(summary["seconds"], 1e-9), 2)

@@ -97,6 +97,9 @@ class RareClassDataset(torch.utils.data.Dataset):
             raise DataError(f"{dataset.root / STATS_FILE}: none of its entries names a label of this "
                             f"dataset; rerun `{dataset.prepare_command} --overwrite`")
         totals = counts.sum(axis=0)
+        if totals.sum() == 0:
+            raise DataError(f"{dataset.root}: its labels hold no class (every pixel is ignore, 255, in "
+                            f"{dataset.root / STATS_FILE}); check the label files and the dataset's label map")
         present = np.flatnonzero(totals > 0)
         freqs = totals[present] / totals.sum()
         candidates = {int(c): np.flatnonzero(counts[:, c] >= self.min_pixels) for c in present}

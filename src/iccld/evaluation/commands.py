@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import stat
 import sys
 from pathlib import Path
 
 from ..config import load_config, with_overrides
 from ..errors import ConfigError, DataError
-from ..outputs import check_output_dir, check_output_file, claim_outputs
+from ..outputs import RunLock, check_output_dir, check_output_file, claim_outputs
 from ..utils import atomic_write_text
 from .loading import load_models, pick_device
 from .metrics import subsets_for_source
@@ -97,14 +98,20 @@ def score_command(args) -> int:
 
 
 def _collect_images(inputs: list[str]) -> list[Path]:
+    """The images named on the command line, folders searched recursively. Only regular files are
+    images: a folder named ``x.png`` or a FIFO in a searched folder is skipped (reading a FIFO would
+    block), and one named directly is refused."""
     images = []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            found = sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_SUFFIXES)
+            found = sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_SUFFIXES and q.is_file()
+                           and stat.S_ISREG(q.stat().st_mode))
             if not found:
                 raise DataError(f"{p}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
             images.extend(found)
+        elif p.exists() and not stat.S_ISREG(p.stat().st_mode):
+            raise DataError(f"{p}: not a regular file (a device, FIFO or socket), so not an image")
         elif p.is_file():
             images.append(p)
         else:
@@ -127,9 +134,11 @@ def predict_command(args) -> int:
     model = loaded.models[args.which].to(pick_device())
     resize = None if args.native_size or not loaded.val_resize else tuple(loaded.val_resize)
     if submission:
-        return submission_command(args, model, images, path, steps=steps, samples=samples, resize=resize)
-    written = predict_images(model, images, Path(args.out), path=path, steps=steps, samples=samples,
-                             seed=args.seed, overwrite=args.overwrite, resize=resize)
+        with RunLock(Path(args.out)):
+            return submission_command(args, model, images, path, steps=steps, samples=samples, resize=resize)
+    with RunLock(Path(args.out)):  # one writer per output folder: a second predict into it is refused
+        written = predict_images(model, images, Path(args.out), path=path, steps=steps, samples=samples,
+                                 seed=args.seed, overwrite=args.overwrite, resize=resize)
     scale = (f"each image resized to {resize[0]}x{resize[1]} (data.val.resize; --native-size keeps it)"
              if resize else "at each image's native size")
     print(f"wrote {len(written)} files for {len(images)} images to {args.out} ({scale}; outputs at the "

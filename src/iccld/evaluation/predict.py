@@ -67,8 +67,11 @@ def predict_images(model: nn.Module, images: list[Path], out: Path, *, path: str
         size = rgb.shape[:2]
         x = normalize(resize_image(rgb, resize) if resize else rgb).unsqueeze(0).to(device)  # (1, 3, h, w)
         generator = torch.Generator().manual_seed(seed * 1_000_003 + index)
-        pred = model_predict(model, x, steps=steps, samples=samples, generator=generator,
-                             diffusion=(path == "diffusion"))
+        try:
+            pred = model_predict(model, x, steps=steps, samples=samples, generator=generator,
+                                 diffusion=(path == "diffusion"))
+        except DataError as exc:  # e.g. an image too small for the encoder: say which image
+            raise DataError(f"{img}: {exc}") from None
         logits = pred.logits.float()  # (1, C, h, w)
         if logits.shape[-2:] != size:  # back to the input's size, as evaluation scores at the label's size
             logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)

@@ -96,7 +96,7 @@ class MiT(SegformerModel):
                             f"got shape {tuple(x.shape)}")
         smallest = self.min_input_size
         if min(x.shape[-2:]) < smallest:
-            raise DataError(f"images of {x.shape[-2]}x{x.shape[-1]} pixels are too small for the MiT encoder, "
+            raise DataError(f"images of {x.shape[-1]}x{x.shape[-2]} pixels (WxH) are too small for the MiT encoder, "
                             f"which needs at least {smallest}x{smallest}; resize or pad them")
         out = super().forward(pixel_values=x, output_hidden_states=True, return_dict=True)
         feats = list(out.hidden_states)
