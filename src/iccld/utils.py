@@ -13,9 +13,10 @@ import numpy as np
 TMP_SUFFIX = ".tmp"
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename, so a
-    kill at any moment leaves either the old file or the new one, never a half-written one."""
+def _atomic_write(path: Path, fill) -> None:
+    """Write ``path`` through a temporary file in the same folder and a rename, so a kill at any moment
+    leaves either the old file or the new one, never a half-written one; ``fill(fh)`` writes the
+    content into the open temporary file."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -24,7 +25,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise OSError(exc.errno, exc.strerror, str(path)) from None
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            fill(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
@@ -37,24 +38,20 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (see :func:`_atomic_write`)."""
+    _atomic_write(path, lambda fh: fh.write(data))
+
+
 def atomic_copy(source: Path, path: Path) -> None:
-    """Copy the file ``source`` to ``path`` as :func:`atomic_write_bytes` writes: through a temporary
-    file in the same folder and a rename (without holding the file in memory)."""
+    """Copy the file ``source`` to ``path`` atomically, without holding it in memory."""
     import shutil
 
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
-    os.close(fd)
-    try:
-        shutil.copyfile(source, tmp)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        if isinstance(exc, OSError):
-            raise OSError(exc.errno, exc.strerror, str(path)) from None
-        raise
+    def fill(fh) -> None:
+        with open(source, "rb") as src:
+            shutil.copyfileobj(src, fh, 1 << 20)
+
+    _atomic_write(path, fill)
 
 
 def remove_stale_temporaries(folder: Path, names) -> list[Path]:
