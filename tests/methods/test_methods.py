@@ -126,3 +126,39 @@ def test_stage2_fused_adversarial_input_aligns_what_the_decoder_sees():
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.denoiser.parameters())
     assert all(p.grad is None for p in model.encoder.parameters())  # E stays frozen
     assert "disc" in method.critic_losses(out.critic_inputs)
+
+
+@pytest.mark.parametrize("weighting,base", [("fixed", 0.05), ("adaptive", 0.3), ("adaptive", 2.0)])
+def test_stage2_adaptive_adversarial_weight_sets_the_gradient_ratio_on_the_last_layer(weighting, base):
+    from iccld.methods.stage2 import last_layer
+
+    model = tiny_model()
+    torch.nn.init.normal_(model.denoiser.conv_out.weight, std=0.01)  # a denoiser that already moved
+    disc = PatchDiscriminator(model.config.latent_channels, 16)
+    cfg = Stage2Config(pl_crop_top=0, pl_crop_bottom=0, adversarial_weight=base, adversarial_weighting=weighting)
+    method = Stage2(model, cfg, disc)
+    out = method.training_losses(batch(), 0, torch.Generator().manual_seed(0))
+    last, stats = last_layer(model.denoiser), method.stats
+    assert last is model.denoiser.conv_out.weight and last.grad is None  # measuring leaves .grad alone
+    (g_seg,) = torch.autograd.grad(out.losses["seg"], last, retain_graph=True)
+    (g_adv,) = torch.autograd.grad(out.losses["adv"], last, retain_graph=True)
+    assert stats["grad_seg"] == pytest.approx(float(g_seg.norm()), rel=1e-5)
+    assert stats["grad_adv"] == pytest.approx(float(g_adv.norm()), rel=1e-4)
+    if weighting == "adaptive":  # the optimised adversarial term's gradient is base x the seg one
+        assert float(g_adv.norm()) == pytest.approx(base * float(g_seg.norm()), rel=1e-4)
+    else:
+        assert stats["adv_weight"] == base
+    assert 0 < stats["latent_change_source"] and 0 < stats["latent_change_target"]
+
+
+def test_stage2_end_of_run_tells_a_stage2_that_did_not_move_from_one_that_did():
+    model = tiny_model()  # eps_theta's output layer starts at zero: z0_hat = z0 exactly
+    method = Stage2(model, Stage2Config(adversarial_weight=0, freeze_decoder=True)).eval()
+    images = [batch()["target"]["image"][:1]]
+    still = method.end_of_run(images)
+    assert still["latent_change"] == 0 and still["path_agreement"] == 1 and not still["changed_latents"]
+    assert still["summary"].startswith("stage 2 changed nothing") and "D was frozen" in still["summary"]
+    torch.nn.init.normal_(method.ema_model.denoiser.conv_out.weight, std=1.0)
+    moved = method.end_of_run(images)
+    assert moved["latent_change"] > 0.01 and moved["changed_latents"]
+    assert moved["summary"].startswith("stage 2 moved the latents")

@@ -238,3 +238,46 @@ def test_config_comparison_resolves_folders(tmp_path):
     c = load_config(None, [f"data.source.root={tmp_path}"])
     assert config_differences(a, b) == []
     assert config_differences(a, c) == ["data.source.root"]
+
+
+# stage 2: the adaptive adversarial weight, the critic's schedule, the diagnostics -----------------
+
+def test_stage2_resume_with_the_critics_poly_schedule_is_bitwise_identical(stage1_runs, tiny_benchmark, tmp_path,
+                                                                          monkeypatch):
+    overrides = tiny_overrides(tiny_benchmark, iters=6) + [
+        f"method.stage1_checkpoint={stage1_runs['stage1']}", "method.disc_lr_schedule=poly",
+        "method.adversarial_weighting=adaptive", "method.adversarial_weight=0.5"]
+    assert train(SYNTHETIC / "stage2.yaml", tmp_path / "straight", overrides) == 0
+    with monkeypatch.context() as m:
+        _interrupt_at(m, 3)
+        assert train(SYNTHETIC / "stage2.yaml", tmp_path / "resumed", overrides) == 128 + signal.SIGTERM
+    assert train(SYNTHETIC / "stage2.yaml", tmp_path / "resumed", overrides, resume=True) == 0
+    a = load_checkpoint(tmp_path / "straight" / "last.ckpt")
+    b = load_checkpoint(tmp_path / "resumed" / "last.ckpt")
+    for part in ("model", "ema_model", "discriminator"):
+        for key in a[part]:
+            assert torch.equal(a[part][key], b[part][key]), f"{part}.{key}"
+    # AdvSeg's poly decay: lr_D = 1e-4 (1 - 6/6)^0.9 = 0 after the last step, and the state is saved
+    assert b["disc_scheduler"]["last_epoch"] == 6
+    assert b["disc_optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.0)
+    last = json.loads((tmp_path / "straight" / "results.json").read_text())["diagnostics"]["last_step"]
+    assert last["grad_adv"] == pytest.approx(0.5 * last["grad_seg"], rel=1e-3)  # the adaptive weight's promise
+    assert last["adv_weight"] > 0 and 0 <= last["critic_acc"] <= 1
+
+
+def test_a_stage2_run_that_cannot_move_says_so_at_its_end(stage1_runs, tiny_benchmark, tmp_path, capsys):
+    # no adversarial term, D frozen and no segmentation loss: eps_theta's zero-initialised output layer
+    # gets no gradient from the diffusion loss, so the latents stay where stage 1 put them
+    overrides = tiny_overrides(tiny_benchmark) + [f"method.stage1_checkpoint={stage1_runs['stage1']}",
+                                                  "method.adversarial_weight=0", "method.freeze_decoder=true",
+                                                  "method.seg_weight=0"]
+    assert train(SYNTHETIC / "stage2.yaml", tmp_path / "still", overrides) == 0
+    end = json.loads((tmp_path / "still" / "results.json").read_text())["diagnostics"]["end_of_run"]
+    assert end["latent_change"] == 0.0 and end["path_agreement"] == 1.0 and not end["changed_latents"]
+    assert "stage 2 changed nothing" in capsys.readouterr().err
+    # the recipe's run moves them, and the same line says by how much
+    moving = tiny_overrides(tiny_benchmark) + [f"method.stage1_checkpoint={stage1_runs['stage1']}"]
+    assert train(SYNTHETIC / "stage2.yaml", tmp_path / "moving", moving) == 0
+    end = json.loads((tmp_path / "moving" / "results.json").read_text())["diagnostics"]["end_of_run"]
+    assert end["latent_change"] > 1e-3 and end["changed_latents"]
+    assert "stage 2 moved the latents" in capsys.readouterr().err

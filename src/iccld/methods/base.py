@@ -82,6 +82,7 @@ class Critic:
     module: nn.Module
     lr: float
     betas: tuple[float, float]
+    lr_power: float | None = None  # poly decay (1 - step/max_iters)^power of lr; None keeps it constant
 
 
 @dataclass
@@ -162,6 +163,12 @@ class Method(nn.Module):
 
     def critic_losses(self, critic_inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The critic's losses from the ``critic_inputs`` of this step's :class:`StepOutput`."""
+        return {}
+
+    @torch.no_grad()
+    def end_of_run(self, images: list[torch.Tensor]) -> dict:
+        """What the finished run changed, measured on a few validation ``images`` (1, 3, H, W): a
+        dict for ``results.json`` whose "summary" (if any) the trainer prints as one line."""
         return {}
 
     @torch.no_grad()

@@ -21,6 +21,18 @@ Optional, off by default (docs/method.md, "MIC and FD" and "The mixed domain in 
   ``third`` gives the critic three outputs, one least-squares code per domain, and eps_theta makes
   target and mixed inputs score the source code;
 - FD is refused: E is frozen in stage 2, and FD only constrains E.
+
+The adversarial weight (docs/method.md, "A scale-free adversarial weight"): ``fixed`` multiplies the
+adversarial loss by ``adversarial_weight``; ``adaptive`` (in the manner of VQGAN) scales it each step so
+that its gradient on eps_theta's last layer is ``adversarial_weight`` times the segmentation loss's,
+lambda = ||grad L_seg|| / (||grad L_adv|| + delta), detached and clamped, a ratio that means the same at
+any model size, crop or batch.
+
+Diagnostics (``self.stats``, logged to TensorBoard; the last step's in ``results.json``): the relative
+latent change ||z0_hat - z0|| / ||z0|| on source and target rows, the gradient norm each weighted term
+puts on eps_theta's last layer, the effective adversarial weight and the critic's accuracy. At the end
+of a run, :meth:`Stage2.end_of_run` measures on validation images how far the sampled latents moved
+and whether the diffusion path still predicts what the direct path does, and says so in one line.
 """
 
 from __future__ import annotations
@@ -45,6 +57,11 @@ from .stage1 import Stage1, Stage1Config
 # reads each method's own section), so it is not imported here (docs/architecture.md)
 
 SOURCE, TARGET = 1.0, 0.0  # least-squares GAN labels of the discriminator
+ADAPTIVE_DELTA = 1e-8  # adaptive weight: added to ||grad L_adv|| (VQGAN's 1e-4 is too large for the
+ADAPTIVE_MAX = 1e4     # ~1e-5 gradient norms of a small denoiser's last layer) and the clamp on lambda
+# end of run: below both, stage 2 did not move the latents (relative change) and the diffusion path
+# predicts what the direct path does (pixel agreement)
+STILL_LATENT, STILL_AGREEMENT = 1e-3, 0.999
 # adversarial_mixed="third": the critic's output channel of each domain; its least-squares target is
 # that domain's one-hot code (B, 3, h, w)
 DOMAIN_CHANNELS = {"source": 0, "mixed": 1, "target": 2}
@@ -64,6 +81,9 @@ class Stage2Config(Stage1Config):
     diffusion_weight: float = 1.0
     seg_weight: float = 1.0
     adversarial_weight: float = 1e-3  # 0 gives the "without adversarial term" ablation
+    # fixed: the adversarial loss times adversarial_weight | adaptive: its gradient on eps_theta's last
+    # layer is adversarial_weight times the segmentation loss's (see the module docstring)
+    adversarial_weighting: str = switch("fixed")
     freeze_decoder: bool = True
     decoder_lr_mult: float = 1.0  # with freeze_decoder=false: D's lr is the heads' lr x this
     pseudo_label_path: str = "direct"  # direct: D(z0) | diffusion: D(sample(z0))
@@ -73,6 +93,8 @@ class Stage2Config(Stage1Config):
     disc_channels: int = 64
     disc_lr: float = 1e-4
     disc_betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
+    # the critic's lr: constant, or AdvSeg's poly decay (1 - step/max_iters)^0.9 like eps_theta's
+    disc_lr_schedule: str = switch("constant")
     # the mixed latents in the adversarial game: none (the critic sees source vs target) | target
     # (they count as target-like: the critic tells source from target and mixed, and eps_theta makes
     # both look like source) | third (a three-way critic, source / mixed / target)
@@ -84,6 +106,8 @@ class Stage2Config(Stage1Config):
         one_of("method.pseudo_label_path", self.pseudo_label_path, ("direct", "diffusion"))
         one_of("method.adversarial_input", self.adversarial_input, ("latent", "fused"))
         one_of("method.adversarial_mixed", self.adversarial_mixed, ("none", "target", "third"))
+        one_of("method.adversarial_weighting", self.adversarial_weighting, ("fixed", "adaptive"))
+        one_of("method.disc_lr_schedule", self.disc_lr_schedule, ("constant", "poly"))
         if self.fd_weight > 0:
             raise ConfigError(f"method.fd_weight: {self.fd_weight}, but stage 2 freezes E and FD only constrains "
                               "E; set it in the stage-1 run (stage 2 keeps that run's encoder) and 0 here")
@@ -106,7 +130,9 @@ class Stage2(Stage1):
         self.decoder_lr_mult = cfg.decoder_lr_mult
         self.adversarial_input = cfg.adversarial_input
         self.adversarial_mixed = cfg.adversarial_mixed
-        self.disc_optim = dict(lr=cfg.disc_lr, betas=tuple(cfg.disc_betas))
+        self.adaptive = cfg.adversarial_weighting == "adaptive"
+        self.disc_optim = dict(lr=cfg.disc_lr, betas=tuple(cfg.disc_betas),
+                               lr_power=0.9 if cfg.disc_lr_schedule == "poly" else None)
         # names, not modules: the frozen parts stay registered once, under ``model``
         self.frozen = ("encoder", "latent_head") + (("decoder",) if cfg.freeze_decoder else ())
         for part in self.frozen:
@@ -192,7 +218,12 @@ class Stage2(Stage1):
         losses = {"diffusion": self.weights["diffusion"] * loss_diff, "seg": self.weights["seg"] * loss_seg}
         if mic:
             losses["mic"] = self.mic["weight"] * masked_consistency_loss(logits_k, pl, weight)
-        self.stats = {"pl_weight": float(weight.amax(dim=(1, 2)).mean())}
+        self.stats = {"pl_weight": float(weight.amax(dim=(1, 2)).mean()),
+                      "latent_change_source": relative_change(z0_hat[:b], z0[:b]),
+                      "latent_change_target": relative_change(z0_hat[2 * b: 3 * b], z0[2 * b: 3 * b])}
+        last = last_layer(model.denoiser)  # eps_theta's last layer: where the terms' gradients are compared
+        grads = {k: grad_norm(v, last) for k, v in losses.items()}
+        self.stats.update({f"grad_{k}": v for k, v in grads.items()})
         if self.discriminator is None:
             return StepOutput(losses)
         groups = {"source": critic_in[:b], "target": critic_in[2 * b: 3 * b]}
@@ -203,7 +234,13 @@ class Stage2(Stage1):
         fixed = {k: p.detach() for k, p in self.discriminator.named_parameters()}
         fooled = [groups[k] for k in ("target", "mixed") if k in groups]  # to look like source
         score = torch.func.functional_call(self.discriminator, fixed, (torch.cat(fooled),))
-        losses["adv"] = self.weights["adv"] * F.mse_loss(score, self._label_of(score, "source"))
+        loss_adv = F.mse_loss(score, self._label_of(score, "source"))
+        adv_grad = grad_norm(loss_adv, last)
+        weight_adv = self.weights["adv"]
+        if self.adaptive:  # the adversarial gradient on the last layer = adversarial_weight x the seg one
+            weight_adv *= min(grads["seg"] / (adv_grad + ADAPTIVE_DELTA), ADAPTIVE_MAX)
+        losses["adv"] = weight_adv * loss_adv
+        self.stats.update(grad_adv=weight_adv * adv_grad, adv_weight=weight_adv)
         return StepOutput(losses, {k: v.detach() for k, v in groups.items()})
 
     def critic_losses(self, critic_inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -213,14 +250,21 @@ class Stage2(Stage1):
         if self.discriminator is None or not critic_inputs:
             return {}
         if self.adversarial_mixed == "third":
-            terms = [F.mse_loss(s, self._label_of(s, k))
-                     for k, s in ((k, self.discriminator(critic_inputs[k])) for k in DOMAIN_CHANNELS)]
+            scores = {k: self.discriminator(critic_inputs[k]) for k in DOMAIN_CHANNELS}
+            terms = [F.mse_loss(s, self._label_of(s, k)) for k, s in scores.items()]
+            # accuracy: the patches whose largest output is their own domain's channel
+            self.stats["critic_acc"] = float(sum((s.detach().argmax(1) == DOMAIN_CHANNELS[k]).float().mean()
+                                                 for k, s in scores.items()) / len(scores))
             return {"disc": sum(terms) / len(terms)}
         s_src = self.discriminator(critic_inputs["source"])
         targets = [critic_inputs[k] for k in ("target", "mixed") if k in critic_inputs]
         s_tgt = self.discriminator(torch.cat(targets))  # (B or 2B, 1, h', w')
         loss = 0.5 * (F.mse_loss(s_src, torch.full_like(s_src, SOURCE))
                       + F.mse_loss(s_tgt, torch.full_like(s_tgt, TARGET)))
+        # accuracy: the patches on the right side of the labels' midpoint, source and target alike
+        middle = (SOURCE + TARGET) / 2
+        self.stats["critic_acc"] = float(((s_src.detach() > middle).float().mean()
+                                          + (s_tgt.detach() < middle).float().mean()) / 2)
         return {"disc": loss}
 
     def _label_of(self, score: torch.Tensor, domain: str) -> torch.Tensor:
@@ -232,11 +276,71 @@ class Stage2(Stage1):
         return torch.full_like(score, SOURCE if domain == "source" else TARGET)
 
     @torch.no_grad()
+    def end_of_run(self, images: list[torch.Tensor]) -> dict:
+        """On validation ``images`` with the EMA model: ||sample(z0) - z0|| / ||z0|| (K steps, one noise
+        draw seeded per image) and the share of pixels where D(sample(z0)) and D(z0) give the same
+        class. Below both thresholds with D frozen, stage 2 is its stage-1 model again: the summary
+        line says so (a no-op is never silent)."""
+        model = self.ema_model
+        moved = norm = agree = pixels = 0.0
+        for i, x in enumerate(images):
+            z0, skips = model.encode(x)
+            z0_hat = model.sample(z0, generator=torch.Generator().manual_seed(i))
+            moved += float((z0_hat - z0).float().pow(2).sum())
+            norm += float(z0.float().pow(2).sum())
+            size = x.shape[-2:]
+            same = model.decode(z0_hat, skips, size).argmax(1) == model.decode(z0, skips, size).argmax(1)
+            agree += float(same.sum())
+            pixels += same.numel()
+        if not images:
+            return {}
+        change, agreement = (moved / max(norm, 1e-12)) ** 0.5, agree / pixels
+        frozen = "decoder" in self.frozen
+        still = change < STILL_LATENT and agreement > STILL_AGREEMENT
+        where = (f"on {len(images)} val images the sampled latents moved {100 * change:.3g}% of their norm "
+                 f"and the diffusion path agrees with the direct path on {100 * agreement:.2f}% of pixels")
+        if still and frozen:
+            summary = (f"stage 2 changed nothing: {where}, and D was frozen, so this model predicts what its "
+                       "stage-1 model does (raise method.adversarial_weight, or use the recipe in "
+                       "configs/stage2_recipe.yaml)")
+        elif still:
+            summary = (f"stage 2 did not move the latents: {where}; only D's fine-tuning changed the "
+                       "predictions")
+        else:
+            summary = f"stage 2 moved the latents: {where}"
+        return {"latent_change": change, "path_agreement": agreement, "decoder_frozen": frozen,
+                "changed_latents": not still, "summary": summary}
+
+    @torch.no_grad()
     def after_step(self, step: int) -> None:
         # only the trainable parts move; frozen ones stay bit-identical to the stage-1 weights
         ema_update(self.ema_model.denoiser, self.model.denoiser, self.ema_alpha, step)
         if any(p.requires_grad for p in self.model.decoder.parameters()):
             ema_update(self.ema_model.decoder, self.model.decoder, self.ema_alpha, step)
+
+
+def relative_change(z0_hat: torch.Tensor, z0: torch.Tensor) -> float:
+    """||z0_hat - z0|| / ||z0|| over a batch of latents (B, Cz, h, w)."""
+    with torch.no_grad():
+        return float((z0_hat - z0).float().norm() / z0.float().norm().clamp_min(1e-12))
+
+
+def last_layer(denoiser: nn.Module) -> nn.Parameter:
+    """The weight of eps_theta's output convolution (the U-Net's ``conv_out``; for another denoiser,
+    its last weight with more than one dimension)."""
+    conv_out = getattr(denoiser, "conv_out", None)
+    if isinstance(conv_out, nn.Conv2d):
+        return conv_out.weight
+    return [p for p in denoiser.parameters() if p.ndim > 1][-1]
+
+
+def grad_norm(loss: torch.Tensor, param: nn.Parameter) -> float:
+    """||d loss / d param||, the graph kept for the step's own backward (0 when ``loss`` does not
+    reach ``param``). Not an accumulation: the step's gradients are left untouched."""
+    if not loss.requires_grad or not param.requires_grad:
+        return 0.0
+    (grad,) = torch.autograd.grad(loss, param, retain_graph=True, allow_unused=True)
+    return 0.0 if grad is None else float(grad.float().norm())
 
 
 def stage1_weights(config: Any, stage2_name: str) -> dict:

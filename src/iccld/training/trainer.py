@@ -131,10 +131,14 @@ class Trainer:
         self.optimizer = self._build_optimizer()
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_lambda)
         self.critic = self.method.critic()  # an extra network with its own optimiser, or None
-        self.disc_optimizer = None
+        self.disc_optimizer = self.disc_scheduler = None
         if self.critic is not None:
             self.disc_optimizer = torch.optim.Adam(self.critic.module.parameters(), lr=self.critic.lr,
                                                    betas=tuple(self.critic.betas))
+            if self.critic.lr_power is not None:  # AdvSeg's poly decay of the critic's lr, no warm-up
+                power, total = self.critic.lr_power, tc.max_iters
+                self.disc_scheduler = torch.optim.lr_scheduler.LambdaLR(
+                    self.disc_optimizer, lambda step: max(0.0, 1.0 - step / total) ** power)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.accelerator.mixed_precision == "fp16")
         # the methods' loss functions, run through DDP on several processes (see _synced)
         self.losses = self._synced(self.method.model, self._method_losses, find_unused=True)
@@ -216,6 +220,8 @@ class Trainer:
         if self.disc_optimizer is not None:
             state["discriminator"] = self.critic.module.state_dict()
             state["disc_optimizer"] = self.disc_optimizer.state_dict()
+        if self.disc_scheduler is not None:
+            state["disc_scheduler"] = self.disc_scheduler.state_dict()
         return state
 
     def load_state_dict(self, state: dict) -> None:
@@ -227,6 +233,8 @@ class Trainer:
         if self.disc_optimizer is not None:
             self.critic.module.load_state_dict(state["discriminator"])
             self.disc_optimizer.load_state_dict(state["disc_optimizer"])
+        if self.disc_scheduler is not None and "disc_scheduler" in state:
+            self.disc_scheduler.load_state_dict(state["disc_scheduler"])
         self.iteration = int(state["iteration"])
         self.skipped_nonfinite = int(state.get("skipped_nonfinite", 0))
         self.bad_pairs = set(state.get("data", {}).get("bad_pairs", []))
@@ -366,6 +374,8 @@ class Trainer:
                 logged.update({k: float(v.detach()) for k, v in d_losses.items()})
         self.scaler.update()
         self.scheduler.step()
+        if self.disc_scheduler is not None:
+            self.disc_scheduler.step()
         self.method.after_step(self.iteration)
         logged.update(self.method.stats)
         return logged
@@ -429,7 +439,8 @@ class Trainer:
                 self.iteration += 1
                 bar.update(1)
                 if self.iteration % tc.log_interval == 0 or self.iteration == tc.max_iters:
-                    bar.set_postfix({k: f"{v:.3g}" for k, v in logged.items() if k != "pl_weight"})
+                    # the bar shows the losses; the method's statistics go to TensorBoard only
+                    bar.set_postfix({k: f"{v:.3g}" for k, v in logged.items() if k not in self.method.stats})
                     if writer is not None:
                         for k, v in logged.items():
                             writer.add_scalar(f"train/{k}", v, self.iteration)
@@ -457,10 +468,32 @@ class Trainer:
                 writer.close()
         final = self.evaluate(max_images=0)
         self._log_eval(final, None, None)
+        self.diagnostics = {"last_step": dict(self.method.stats), **self._end_of_run()}
         if self.is_main:
             self._write_final(final)
         self.accelerator.wait_for_everyone()
         return final
+
+    END_OF_RUN_IMAGES = 8  # validation images the method's end-of-run check looks at
+
+    def _end_of_run(self) -> dict:
+        """The method's own check of what the run changed (:meth:`Method.end_of_run`), on the first
+        validation images, each cut to the training crop around its centre (bounded memory at any
+        image size); its summary line is printed."""
+        import sys
+
+        val, (ch, cw) = self.datasets["val"], self.config.data.crop_size
+        images = []
+        for index in range(min(self.END_OF_RUN_IMAGES, len(val))):
+            image = val[index]["image"]  # (3, H, W)
+            h, w = image.shape[-2:]
+            top, left = max(0, (h - ch) // 2), max(0, (w - cw) // 2)
+            images.append(image[:, top:top + ch, left:left + cw].unsqueeze(0).to(self.device))
+        self.method.eval()
+        found = self.method.end_of_run(images)
+        if found.get("summary") and self.is_main:
+            print(f"[{self.config.method.name}] {found['summary']}", file=sys.stderr)
+        return {"end_of_run": found} if found else {}
 
     def _log_eval(self, results: dict, writer, bar) -> None:
         entry = {"iteration": self.iteration, **{k: round(v["miou"], 3) for k, v in results.items()}}
@@ -487,5 +520,5 @@ class Trainer:
         summary = {"iteration": self.iteration, "method": self.config.method.name,
                    "inference_path": self.method.inference_path, "history": self.history,
                    "skipped_bad_samples": self.skipped_bad_total(), "skipped_nonfinite": self.skipped_nonfinite,
-                   "val": results}
+                   "val": results, "diagnostics": self.diagnostics}
         atomic_write_text(self.run_dir / "results.json", json.dumps(summary, indent=2))
