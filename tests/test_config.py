@@ -169,3 +169,24 @@ def test_a_base_cycle_is_one_line_and_exit_status_2_on_the_command_line(tmp_path
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "cycle" in err and "a.yaml" in err and "b.yaml" in err
     assert not (tmp_path / "run").exists()
+
+
+# what an ablation file may change, besides what the recipe leaves to each config (stage1_checkpoint)
+ABLATED_FIELDS = {"no_adv": {"adversarial_weight", "adversarial_input"},
+                  "mixed": {"adversarial_mixed"}, "mic": {"mic_weight", "mic_block_size", "mic_ratio"}}
+SCALE_FIELDS = {"stage1_checkpoint"}  # the method section's only per-config field; the rest of scale
+#                                       lives in the trainer, data and optim sections
+
+
+def test_every_stage2_config_carries_the_one_recipe():
+    recipe = yaml.safe_load((REPO / "configs" / "stage2_recipe.yaml").read_text())["method"]
+    configs = sorted(p for p in (REPO / "configs").rglob("stage2*.yaml") if p.name != "stage2_recipe.yaml")
+    assert len(configs) >= 20
+    for path in configs:
+        method = to_dict(load_config(path, ["method.stage1_checkpoint=runs/stage1"]))["method"]
+        allowed = set(SCALE_FIELDS)
+        for ablation, fields in ABLATED_FIELDS.items():
+            if ablation in path.stem:
+                allowed |= fields
+        drift = {k: (method.get(k), v) for k, v in recipe.items() if method.get(k) != v and k not in allowed}
+        assert not drift, f"{path.relative_to(REPO)} drifts from configs/stage2_recipe.yaml: {drift}"
