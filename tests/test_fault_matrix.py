@@ -851,6 +851,28 @@ CLEANUP: list = []
 ENV_CASES = {"ro": "readonly", "full": "full_disk"}
 
 
+# --- item by item: what was accepted, misleading or a traceback ----------------------------------
+
+_override_case("val_resize_below_the_coarsest_stride", "data.val.resize=[4,4]", "data.val.resize: 4x4 (WxH)")
+
+
+@case
+def score_json_inside_the_scored_predictions(w, tmp):
+    preds = Path(shutil.copytree(w["preds"], tmp / "preds"))
+    target = preds / "a_trainid.png"
+    return Case(["score", "--pred", str(preds), "--gt", str(preds), "--json", str(target), "--overwrite"],
+                [str(target), "lies inside --pred"], [preds])
+
+
+@case
+def resume_a_stage1_run_holding_a_stage2_checkpoint(w, tmp):
+    stage2 = tmp / "stage2"
+    assert main(train(w, stage2, f"method.stage1_checkpoint={w['run']}", config=STAGE2)) == 0
+    run = copy_run(w, tmp)
+    shutil.copy(stage2 / "last.ckpt", run / "last.ckpt")  # copied from the wrong run
+    return Case(train(w, run, "--resume"), [str(run), "last.ckpt", "method.name"], [run])
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_fault_gives_one_line_and_changes_nothing(name, world, tmp_path, capsys, request, monkeypatch):
     fn = CASES[name]
@@ -1253,3 +1275,66 @@ def test_too_many_open_files_names_the_limit_and_the_setting(world, tmp_path, ca
     assert main(train(world, tmp_path / "run", "data.num_workers=16")) == 2
     err = capsys.readouterr().err.strip()
     assert "too many open files" in err and "ulimit -n" in err and "data.num_workers" in err
+
+
+def _argparse_error(argv: list[str], capsys) -> str:
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "usage:" not in err, err  # one line, no usage block
+    return err
+
+
+def test_a_negative_max_images_is_refused(world, capsys):
+    err = _argparse_error(["evaluate", "--checkpoint", str(world["run"]), "--max-images", "-3"], capsys)
+    assert err.startswith("iccld evaluate: error: argument --max-images") and "'-3'" in err
+
+
+def test_an_input_named_like_an_option_gets_the_two_ways_to_pass_it(world, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    png(tmp_path / "-dash.png", np.zeros((40, 40, 3), np.uint8))
+    err = _argparse_error(["predict", "--checkpoint", str(world["run"]), "-dash.png", "--out", "o"], capsys)
+    assert "-dash.png is a file: write ./-dash.png, or put it after --" in err
+    capsys.readouterr()
+    assert main(["predict", "--checkpoint", str(world["run"] / "final"), "--out", "o", "--", "-dash.png"]) == 0
+    assert (tmp_path / "o" / "-dash_trainid.png").is_file()
+
+
+def test_a_half_written_export_is_completed_by_export_overwrite(world, tmp_path, monkeypatch):
+    import iccld.hub as hub
+
+    out = tmp_path / "model"
+
+    def crash(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as m:  # the export stops after the weights, before its training.json
+        m.setattr(hub, "model_card", crash)
+        assert main(["export", str(world["run"]), "--out", str(out)]) == 2
+    assert (out / "model.safetensors").is_file() and (out / hub.PARTIAL_EXPORT).is_file()
+    assert main(["export", str(world["run"]), "--out", str(out), "--overwrite"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(hub.EXPORT_FILES)  # complete, marker gone
+
+
+def test_a_tiny_address_space_limit_is_one_line_before_torch_loads(world, capsys, monkeypatch):
+    import iccld.cli as cli
+
+    monkeypatch.setattr(cli, "_address_space_limit", lambda: 600 * 2**20)
+    assert main(["evaluate", "--checkpoint", str(world["run"])]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("iccld evaluate: error: the address-space limit (ulimit -v) is 600 MiB; PyTorch needs at "
+                   "least 1 GiB to load: raise the limit")
+
+
+def test_a_read_only_home_gets_matplotlib_a_private_config_folder(tmp_path, monkeypatch):
+    import os
+
+    from iccld.evaluation import demo_report
+
+    monkeypatch.delenv("MPLCONFIGDIR", raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "ro"))
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if str(p).startswith(str(tmp_path)) else real(p, mode))
+    demo_report.pyplot()
+    assert "iccld-matplotlib-" in os.environ["MPLCONFIGDIR"]

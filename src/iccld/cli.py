@@ -12,6 +12,7 @@ import argparse
 import errno
 import os
 import sys
+from pathlib import Path
 
 from .errors import ConfigError, ICCLDError
 
@@ -64,7 +65,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--slide", action="store_true", help="sliding-window inference")
     p.add_argument("--which", choices=["model", "ema", "both"], default="ema")
     p.add_argument("--seed", type=int, default=0, help="seed of the noise draws")
-    p.add_argument("--max-images", type=int, default=0, help="evaluate only the first N images")
+    p.add_argument("--max-images", type=_count, default=0, help="evaluate only the first N images (0: all)")
     p.add_argument("--json", help="write the results to this JSON file")
     p.add_argument("--confusion", action="store_true",
                    help="also list, per class, what its pixels were predicted as (kept in --json as \"confusion\")")
@@ -135,13 +136,39 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
                         "its runs go to OUT/runs-pretrained")
 
 
+def _count(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with iccld's one-line errors (exit status 2): the usage is behind ``--help``. An
+    argument taken for an unknown option but naming an existing file (``-dash.png``) gets the two
+    ways to pass it."""
+
+    argv: list[str] = []  # what main() parses, for the hint below
+
+    def error(self, message: str):
+        for word in self.argv:
+            if word.startswith("-") and not word.startswith("--") and len(word) > 2 and Path(word).exists():
+                message += f" ({word} is a file: write ./{word}, or put it after --)"
+                break
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="iccld", description="ICCLD: domain-adaptive semantic segmentation with latent diffusion")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     from . import __version__
     parser.add_argument("--version", action="version", version=f"iccld {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="{prepare,train,evaluate,predict,score,export,push,demo}")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="{prepare,train,evaluate,predict,score,export,push,demo}")
     sub.required = True
     for add in (_add_prepare, _add_train, _add_evaluate, _add_predict, _add_score, _add_export, _add_push,
                 _add_demo):
@@ -206,6 +233,19 @@ def one_line(exc: BaseException) -> str:
     return " ".join(text.split("\n")).strip()
 
 
+MIN_ADDRESS_SPACE = 2**30  # `import torch` aborts below ~0.8 GiB of address space (measured, torch 2.13)
+
+
+def _address_space_limit() -> int | None:
+    """The soft RLIMIT_AS in bytes (``ulimit -v``), None when unlimited or unknown."""
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return None
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
 def _out_of_memory(exc: BaseException) -> bool:
     """torch's allocators (CPU and CUDA) and Python report memory exhaustion with these messages."""
     text = str(exc)
@@ -218,7 +258,13 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in argv
     if debug:
         argv.remove("--debug")
+    _Parser.argv = argv
     args = build_parser().parse_args(argv)
+    limit = _address_space_limit()
+    if limit is not None and limit < MIN_ADDRESS_SPACE:  # PyTorch would abort while loading
+        print(f"iccld {args.command}: error: the address-space limit (ulimit -v) is {limit // 2**20} MiB; "
+              f"PyTorch needs at least {MIN_ADDRESS_SPACE // 2**30} GiB to load: raise the limit", file=sys.stderr)
+        return 2
     try:
         seed = getattr(args, "seed", 0)
         if not 0 <= seed < 2 ** 63:  # torch.Generator takes a 64-bit seed

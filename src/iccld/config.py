@@ -286,6 +286,7 @@ def save_config(config: Config, path: str | Path) -> None:
 # ----------------------------------------------------------------------------------------------
 # validation of values that are well-typed but impossible
 
+MIN_IMAGE_SIDE = 32  # every encoder's coarsest feature stride: a smaller image has no deepest level
 DATASET_KINDS = ("gta5", "synthia", "cityscapes", "acdc", "darkzurich", "folder")
 # data.<part>.conditions: the choices of each kind that has them (iccld.data.acdc / darkzurich)
 DATASET_CONDITIONS = {"acdc": ("fog", "night", "rain", "snow"), "darkzurich": ("day", "twilight", "night")}
@@ -344,6 +345,9 @@ def validate(c: Config) -> None:
         resize = getattr(c.data, part).resize
         if resize is not None and (len(resize) != 2 or min(resize) <= 0):
             raise ConfigError(f"data.{part}.resize: expected [width, height] > 0, got {resize}")
+        if resize is not None and min(resize) < MIN_IMAGE_SIDE:
+            raise ConfigError(f"data.{part}.resize: {resize[0]}x{resize[1]} (WxH) is smaller than the encoders' "
+                              f"coarsest stride ({MIN_IMAGE_SIDE} px); every image would be too small to segment")
     if len(c.data.crop_size) != 2 or min(c.data.crop_size) <= 0:
         raise ConfigError(f"data.crop_size: expected [height, width] > 0, got {c.data.crop_size}")
     for part in ("source", "target"):

@@ -34,6 +34,7 @@ from .utils import atomic_copy, atomic_write_text
 # what an exported folder holds; `push` checks each of them before uploading
 MODEL_FILES = ("config.json", "model.safetensors")
 EXPORT_FILES = MODEL_FILES + ("training.json", "config.yaml", "labels.json", "README.md")
+PARTIAL_EXPORT = ".iccld-export-partial"  # present while an export is being written
 # a benchmark kind -> the words a model card uses for it
 _DATASET_NAMES = {"gta5": "GTA5", "synthia": "SYNTHIA", "cityscapes": "Cityscapes", "acdc": "ACDC",
                   "darkzurich": "Dark Zurich", "folder": "folder dataset"}
@@ -132,7 +133,8 @@ def export_run(run: str | Path, out: str | Path, *, repo_id: str | None = None,
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         if not overwrite:
             raise CheckpointError(f"{out}: exists and is not empty; choose another --out or pass --overwrite")
-        if not out.is_dir() or not (out / "training.json").is_file() or not (out / "config.json").is_file():
+        complete = (out / "training.json").is_file() and (out / "config.json").is_file()
+        if not out.is_dir() or not (complete or (out / PARTIAL_EXPORT).is_file()):
             raise CheckpointError(f"{out}: holds something that is not an iccld export; not replacing it")
     # an earlier export's files are replaced one by one below; anything else in the folder (a Hub
     # clone's .git/, the user's notes) stays as it is
@@ -143,6 +145,9 @@ def export_run(run: str | Path, out: str | Path, *, repo_id: str | None = None,
         raise CheckpointError(f"{run / 'results.json'}: no val.ema.miou entry (written by an older iccld?)") from None
 
     out.mkdir(parents=True, exist_ok=True)
+    # says "an export of ours, stopped part-way" until the last file is written, so that a later
+    # `export --overwrite` recognises and completes it
+    atomic_write_text(out / PARTIAL_EXPORT, f"iccld export of {run}, in progress\n")
     for name in MODEL_FILES:
         atomic_copy(final / name, out / name)
     how, command = _measured_by(config, info)
@@ -165,6 +170,7 @@ def export_run(run: str | Path, out: str | Path, *, repo_id: str | None = None,
     atomic_write_text(out / "config.yaml", cfg_path.read_text())
     atomic_write_text(out / "labels.json", json.dumps(_labels(), indent=2) + "\n")
     atomic_write_text(out / "README.md", model_card(provenance, repo))
+    (out / PARTIAL_EXPORT).unlink()
     return out
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..config import load_config, with_overrides
 from ..errors import ConfigError, DataError
-from ..outputs import RunLock, check_output_dir, check_output_file, claim_outputs
+from ..outputs import OutputError, RunLock, check_output_dir, check_output_file, claim_outputs
 from ..utils import atomic_write_text
 from .loading import load_models, pick_device
 from .metrics import subsets_for_source
@@ -87,6 +87,11 @@ def score_command(args) -> int:
     from .score import score_folders
 
     json_path = _json_output(args, "score")
+    if json_path is not None:  # the report must never replace one of the files it scores
+        for flag, folder in (("--pred", args.pred), ("--gt", args.gt)):
+            if json_path.resolve().is_relative_to(Path(folder).resolve()):
+                raise OutputError(f"{json_path}: lies inside {flag} {folder}, the files being scored; "
+                                  "write the report elsewhere")
     summary = score_folders(args.pred, args.gt, subsets=args.subsets, confusion=args.confusion)
     print(format_table(summary))
     if args.confusion:

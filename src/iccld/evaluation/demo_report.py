@@ -27,11 +27,28 @@ def _read_scalars(log_dir: Path, tag: str) -> tuple[list[int], list[float]]:
     return [e.step for e in events], [e.value for e in events]
 
 
-def plot_curves(runs: Path, methods: list[str], titles: dict[str, str], path: Path) -> None:
+def pyplot():
+    """matplotlib.pyplot on the Agg backend. With a read-only home (a container, a shared account)
+    matplotlib would warn on every run that it cannot write its config folder; it gets a private
+    temporary one instead, unless MPLCONFIGDIR says where."""
+    import os
+    import tempfile
+
+    if "MPLCONFIGDIR" not in os.environ:
+        folder = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "matplotlib"
+        existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+        if existing is None or not os.access(existing, os.W_OK):
+            os.environ["MPLCONFIGDIR"] = tempfile.mkdtemp(prefix="iccld-matplotlib-")
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_curves(runs: Path, methods: list[str], titles: dict[str, str], path: Path) -> None:
+    plt = pyplot()
 
     fig, (ax_loss, ax_miou) = plt.subplots(1, 2, figsize=(11, 3.8))
     for name in methods:
@@ -58,10 +75,7 @@ def plot_curves(runs: Path, methods: list[str], titles: dict[str, str], path: Pa
 @torch.no_grad()
 def plot_grid(runs: Path, methods: list[str], titles: dict[str, str], path: Path, samples: int = 4,
               split: str = "test") -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     from ..data.build import build_val_dataset
     from ..data.labels import colorize
