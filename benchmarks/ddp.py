@@ -81,7 +81,7 @@ def worker(args) -> None:
     if batch_size % world_size:
         raise BenchmarkError(f"{config_file}: batch size {batch_size} does not split over {world_size} processes")
     overrides = [f"data.source.root={bench / 'source'}", f"data.target.root={bench / 'target'}",
-                 f"data.val.root={bench / 'target'}", f"trainer.batch_size={batch_size // world_size}",
+                 f"data.val.root={bench / 'target'}", f"trainer.batch_size={batch_size}",  # global
                  "data.num_workers=0", "optim.warmup_iters=1"]
     config = load_config(config_file, overrides)
     Trainer, AllReduceTrainer = _trainer_classes()

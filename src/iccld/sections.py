@@ -100,7 +100,7 @@ class OptimConfig:
 @dataclass
 class TrainerConfig:
     max_iters: int = 40000
-    batch_size: int = 2  # per device, for each of source and target
+    batch_size: int = 2  # the global batch, split over the processes; for each of source and target
     seed: int = 0
     eval_interval: int = 4000
     checkpoint_interval: int = 1000

@@ -50,11 +50,8 @@ class _SameDraws:
 
 
 def build(config_name: str, run_dir: Path, bench: Path, extra: list[str]) -> Trainer:
-    import os
-
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
     overrides = tiny_overrides(bench, iters=ITERS) + NO_RANDOMNESS + extra + [
-        f"trainer.batch_size={GLOBAL_BATCH // world_size}"]
+        f"trainer.batch_size={GLOBAL_BATCH}"]  # the global batch: each process takes its share
     trainer = Trainer(load_config(CONFIGS / "synthetic" / config_name, overrides), run_dir, progress=False)
     for module in trainer.method.modules():  # MiT's stochastic depth (drop_path_rate 0.1)
         if hasattr(module, "drop_prob"):

@@ -281,3 +281,16 @@ def test_a_stage2_run_that_cannot_move_says_so_at_its_end(stage1_runs, tiny_benc
     end = json.loads((tmp_path / "moving" / "results.json").read_text())["diagnostics"]["end_of_run"]
     assert end["latent_change"] > 1e-3 and end["changed_latents"]
     assert "stage 2 moved the latents" in capsys.readouterr().err
+
+
+def test_the_configs_batch_is_the_global_batch_split_over_the_processes(capsys):
+    from types import SimpleNamespace
+
+    split = Trainer._split_batch
+    assert split(SimpleNamespace(world_size=1, is_main=True), 2) == 2
+    assert split(SimpleNamespace(world_size=4, is_main=True), 8) == 2  # 4 processes x 2 = the config's 8
+    assert capsys.readouterr().err == ""
+    assert split(SimpleNamespace(world_size=4, is_main=True), 2) == 2  # cannot split: each takes 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "trainer.batch_size=2 does not split over 4 processes" in err
+    assert "global batch is 8" in err and "trainer.max_iters" in err

@@ -123,6 +123,7 @@ class Trainer:
         self.device = self.accelerator.device
         self.rank, self.world_size = self.accelerator.process_index, self.accelerator.num_processes
         self.is_main = self.accelerator.is_main_process
+        self.batch_per_process = self._split_batch(tc.batch_size)
         if tc.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
         self.datasets = self._build_datasets()  # bad data fails here, before any heavy work
@@ -153,6 +154,21 @@ class Trainer:
         self.history: list[dict] = []
 
     # construction ----------------------------------------------------------------------------
+
+    def _split_batch(self, batch: int) -> int:
+        """``trainer.batch_size`` is the global batch: each of N processes takes batch / N samples, so
+        the config trains as written on any number of GPUs. When N does not divide it, each process
+        takes the whole batch and one line says what that means."""
+        n = self.world_size
+        if n == 1 or batch % n == 0:
+            return batch // n
+        if self.is_main:
+            import sys
+
+            print(f"trainer.batch_size={batch} does not split over {n} processes: each takes {batch}, so the "
+                  f"global batch is {batch * n}, {n}x the config's (its lr and trainer.max_iters were set for "
+                  f"{batch}; set trainer.batch_size to a multiple of {n} to keep them)", file=sys.stderr)
+        return batch
 
     def _lr_lambda(self, step: int) -> float:
         o, tc = self.config.optim, self.config.trainer
@@ -193,9 +209,9 @@ class Trainer:
 
     def _loader(self, name: str, stream: int) -> DataLoader:
         tc, d = self.config.trainer, self.config.data
-        sampler = KeySampler(len(self.datasets[name]), batch_size=tc.batch_size, seed=tc.seed, stream=stream,
+        sampler = KeySampler(len(self.datasets[name]), batch_size=self.batch_per_process, seed=tc.seed, stream=stream,
                              start_iter=self.iteration, rank=self.rank, world_size=self.world_size)
-        return DataLoader(self.datasets[name], batch_size=tc.batch_size, sampler=sampler,
+        return DataLoader(self.datasets[name], batch_size=self.batch_per_process, sampler=sampler,
                           num_workers=d.num_workers, pin_memory=self.device.type == "cuda",
                           persistent_workers=False, drop_last=True,
                           worker_init_fn=ignore_stop_signals if d.num_workers else None)
