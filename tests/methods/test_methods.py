@@ -162,3 +162,16 @@ def test_stage2_end_of_run_tells_a_stage2_that_did_not_move_from_one_that_did():
     moved = method.end_of_run(images)
     assert moved["latent_change"] > 0.01 and moved["changed_latents"]
     assert moved["summary"].startswith("stage 2 moved the latents")
+
+
+@pytest.mark.parametrize("warmup,share_of_start", [("first_step", 0.0), ("start", 0.5)])
+def test_ema_warmup_from_the_first_step_or_including_the_initial_weights(warmup, share_of_start):
+    method = Stage1(tiny_model(), Stage1Config(ema_warmup=warmup))
+    start = {k: v.clone() for k, v in method.model.state_dict().items()}
+    with torch.no_grad():
+        for p in method.model.parameters():
+            p.add_(1.0)  # "the first step"
+    method.after_step(0)
+    name, value = next((k, v) for k, v in method.ema_model.named_parameters())
+    # DAFormer's uniform warm-up average: theta_0 and theta_1 weigh half each with "start"
+    assert torch.allclose(value, start[name] + (1 - share_of_start) * 1.0, atol=1e-6)

@@ -68,11 +68,15 @@ class MethodConfig:
 
     name: str = ""  # the registry key; filled in by the config loader
     ema_alpha: float = 0.999
+    # the EMA's warm-up average: "first_step" starts it at the model after the first step (the first
+    # update copies it); "start" includes the initial weights, DAFormer's uniform average of theta_0..t
+    ema_warmup: str = switch("first_step")
 
     def validate(self) -> None:
         """Raise ConfigError for values no run could use (called by the config loader)."""
         if not 0 <= self.ema_alpha < 1:
             raise ConfigError(f"method.ema_alpha: must be in [0, 1), got {self.ema_alpha}")
+        one_of("method.ema_warmup", self.ema_warmup, ("first_step", "start"))
 
 
 @dataclass
@@ -126,6 +130,9 @@ class Method(nn.Module):
         self.model = model
         self.ema_model = copy_model(model)
         self.ema_alpha = cfg.ema_alpha
+        # what ema_update's step counts from: with "start", the EMA (a copy of the initial weights)
+        # averages them in, alpha_t = 1 - 1/(step + 2) after step 0
+        self.ema_offset = 1 if cfg.ema_warmup == "start" else 0
         self.stats: dict[str, float] = {}  # logged by the trainer, not optimised
 
     @classmethod
@@ -173,7 +180,7 @@ class Method(nn.Module):
 
     @torch.no_grad()
     def after_step(self, step: int) -> None:
-        ema_update(self.ema_model, self.model, self.ema_alpha, step)
+        ema_update(self.ema_model, self.model, self.ema_alpha, step + self.ema_offset)
 
     def train(self, mode: bool = True) -> "Method":
         super().train(mode)

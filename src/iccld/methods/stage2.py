@@ -314,9 +314,9 @@ class Stage2(Stage1):
     @torch.no_grad()
     def after_step(self, step: int) -> None:
         # only the trainable parts move; frozen ones stay bit-identical to the stage-1 weights
-        ema_update(self.ema_model.denoiser, self.model.denoiser, self.ema_alpha, step)
+        ema_update(self.ema_model.denoiser, self.model.denoiser, self.ema_alpha, step + self.ema_offset)
         if any(p.requires_grad for p in self.model.decoder.parameters()):
-            ema_update(self.ema_model.decoder, self.model.decoder, self.ema_alpha, step)
+            ema_update(self.ema_model.decoder, self.model.decoder, self.ema_alpha, step + self.ema_offset)
 
 
 def relative_change(z0_hat: torch.Tensor, z0: torch.Tensor) -> float:
