@@ -281,6 +281,8 @@ class Stage2(Stage1):
         draw seeded per image) and the share of pixels where D(sample(z0)) and D(z0) give the same
         class. Below both thresholds with D frozen, stage 2 is its stage-1 model again: the summary
         line says so (a no-op is never silent)."""
+        if not images:
+            return {}
         model = self.ema_model
         moved = norm = agree = pixels = 0.0
         for i, x in enumerate(images):
@@ -292,8 +294,6 @@ class Stage2(Stage1):
             same = model.decode(z0_hat, skips, size).argmax(1) == model.decode(z0, skips, size).argmax(1)
             agree += float(same.sum())
             pixels += same.numel()
-        if not images:
-            return {}
         change, agreement = (moved / max(norm, 1e-12)) ** 0.5, agree / pixels
         frozen = "decoder" in self.frozen
         still = change < STILL_LATENT and agreement > STILL_AGREEMENT

@@ -18,8 +18,10 @@ files.
 
 from __future__ import annotations
 
+import functools
 import json
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -137,9 +139,9 @@ class Trainer:
             self.disc_optimizer = torch.optim.Adam(self.critic.module.parameters(), lr=self.critic.lr,
                                                    betas=tuple(self.critic.betas))
             if self.critic.lr_power is not None:  # AdvSeg's poly decay of the critic's lr, no warm-up
-                power, total = self.critic.lr_power, tc.max_iters
-                self.disc_scheduler = torch.optim.lr_scheduler.LambdaLR(
-                    self.disc_optimizer, lambda step: max(0.0, 1.0 - step / total) ** power)
+                poly = functools.partial(lr_factor, max_iters=tc.max_iters, warmup_iters=0, warmup_ratio=1.0,
+                                         power=self.critic.lr_power)
+                self.disc_scheduler = torch.optim.lr_scheduler.LambdaLR(self.disc_optimizer, poly)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.accelerator.mixed_precision == "fp16")
         # the methods' loss functions, run through DDP on several processes (see _synced)
         self.losses = self._synced(self.method.model, self._method_losses, find_unused=True)
@@ -163,8 +165,6 @@ class Trainer:
         if n == 1 or batch % n == 0:
             return batch // n
         if self.is_main:
-            import sys
-
             print(f"trainer.batch_size={batch} does not split over {n} processes: each takes {batch}, so the "
                   f"global batch is {batch * n}, {n}x the config's (its lr and trainer.max_iters were set for "
                   f"{batch}; set trainer.batch_size to a multiple of {n} to keep them)", file=sys.stderr)
@@ -496,8 +496,6 @@ class Trainer:
         """The method's own check of what the run changed (:meth:`Method.end_of_run`), on the first
         validation images, each cut to the training crop around its centre (bounded memory at any
         image size); its summary line is printed."""
-        import sys
-
         val, (ch, cw) = self.datasets["val"], self.config.data.crop_size
         images = []
         for index in range(min(self.END_OF_RUN_IMAGES, len(val))):
