@@ -29,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from .errors import ConfigError
+from .utils import OFF_BY_DEFAULT
 from .sections import DataConfig, DatasetConfig, ModelConfig, OptimConfig, TrainerConfig  # noqa: F401 (re-exported)
 
 
@@ -239,17 +240,21 @@ def _build(chain: list[tuple[str, dict]], overrides: list[str] | tuple[str, ...]
 
 
 def to_dict(config: Config) -> dict:
-    """The config as plain data. A method's switches at their off default (``methods.base.switch``)
-    are left out, so that turning a later component off reproduces an earlier run's config exactly."""
-    from .methods.base import OFF_BY_DEFAULT
-
+    """The config as plain data. Switches at their default (:func:`iccld.utils.switch`, in any
+    section) are left out, so that a setting added later, left at its default, reproduces an earlier
+    run's config exactly."""
     data = dataclasses.asdict(config)
-    method = data.get("method")
-    if isinstance(method, dict) and dataclasses.is_dataclass(config.method):
-        for f in dataclasses.fields(config.method):
-            if f.metadata.get(OFF_BY_DEFAULT) and method.get(f.name) == f.default:
-                del method[f.name]
+    _drop_defaults(config, data)
     return data
+
+
+def _drop_defaults(section: Any, data: dict) -> None:
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        if f.metadata.get(OFF_BY_DEFAULT) and data.get(f.name) == f.default:
+            del data[f.name]
+        elif dataclasses.is_dataclass(value) and isinstance(data.get(f.name), dict):
+            _drop_defaults(value, data[f.name])
 
 
 def to_yaml(config: Config) -> str:
@@ -368,8 +373,10 @@ def validate(c: Config) -> None:
     _positive("trainer.checkpoint_interval", c.trainer.checkpoint_interval)
     _positive("trainer.log_interval", c.trainer.log_interval)
     _choice("trainer.mixed_precision", c.trainer.mixed_precision, ("auto", "no", "bf16", "fp16"))
+    _choice("trainer.backward", c.trainer.backward, ("sum", "per_term"))
     _positive("optim.lr", c.optim.lr)
     _positive("optim.warmup_iters", c.optim.warmup_iters, allow_zero=True)
+    _choice("optim.no_decay", c.optim.no_decay, ("one_dim", "norms"))
     _positive("model.latent_channels", c.model.latent_channels)
     _choice("model.prediction_type", c.model.prediction_type, ("sample", "epsilon", "v_prediction"))
     if not 1 <= c.model.sampling_steps <= c.model.num_train_timesteps:

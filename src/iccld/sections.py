@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
+from .utils import switch
+
 
 @dataclass
 class DatasetConfig:
@@ -21,6 +23,9 @@ class DatasetConfig:
     split: str = "train"  # cityscapes: train | val | test; folder datasets: a sub-folder or ""
     # (W, H) the image is resized to before cropping; null keeps the original size.
     resize: Optional[list[int]] = None
+    # fit each image into ``resize`` keeping its aspect ratio, as mmcv's keep-ratio Resize in DAFormer,
+    # HRDA and MIC's pipelines (GTA5's 1914x1052 -> 1280x704 in [1280, 720]); false stretches to it
+    keep_ratio: bool = switch(True)
     # folder datasets only: path of the YAML that describes the layout and label map
     spec: str = ""
     # acdc: the conditions to use (fog, night, rain, snow; null: all four); darkzurich: the times of
@@ -89,6 +94,9 @@ class OptimConfig:
     lr: float = 6e-5
     head_lr_mult: float = 10.0  # heads (everything but the backbone) train at lr x this
     weight_decay: float = 0.01
+    # which parameters skip weight decay: "one_dim" every 1-D parameter (norms and biases), "norms"
+    # only normalisation layers' (biases decayed), as DAFormer's paramwise_cfg (norm decay_mult 0)
+    no_decay: str = switch("one_dim")
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     warmup_iters: int = 1500
     warmup_ratio: float = 1e-6
@@ -110,3 +118,7 @@ class TrainerConfig:
     eval_max_images: int = 0  # 0 = the whole split; periodic evaluation only
     skip_nonfinite: int = 0  # skip up to this many batches with a non-finite loss, then stop
     deterministic: bool = False
+    # "sum": one backward of the summed losses; "per_term": each term (or group of terms that share a
+    # forward pass) is back-propagated as soon as the method has computed it, so its graph is freed
+    # before the next forward (DAFormer's order; same gradients, lower peak memory; one process only)
+    backward: str = switch("sum")

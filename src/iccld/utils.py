@@ -1,4 +1,4 @@
-"""Small helpers shared across the package: atomic writes, seeding."""
+"""Small helpers shared across the package: atomic writes, seeding, config switches."""
 
 from __future__ import annotations
 
@@ -6,11 +6,23 @@ import glob
 import os
 import random
 import tempfile
+from dataclasses import field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 TMP_SUFFIX = ".tmp"
+OFF_BY_DEFAULT = "off_by_default"  # dataclass field metadata: see :func:`switch`
+
+
+def switch(default: Any) -> Any:
+    """A config dataclass field for a component or setting added after runs were saved.
+
+    At its default the key is left out of the resolved config (:func:`iccld.config.to_dict`), so a
+    run with it at the default has the same ``config.yaml``, cache keys and run folder as one saved
+    before it existed; loading fills the default back in."""
+    return field(default=default, metadata={OFF_BY_DEFAULT: True})
 
 
 def _atomic_write(path: Path, fill) -> None:

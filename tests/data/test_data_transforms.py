@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from iccld.data.transforms import (MEAN, STD, EvalTransform, TrainTransform, cat_max_ratio_crop_box,
-                                   denormalize, largest_class_ratio, normalize, photometric_jitter,
+                                   denormalize, fit_size, largest_class_ratio, normalize, photometric_jitter,
                                    resize_image, resize_label)
 
 
@@ -122,3 +122,34 @@ def test_eval_transform_resizes_the_image_but_not_the_label():
     assert img.shape == (3, 10, 20) and lab.shape == (20, 40) and (lab == 7).all()
     img, lab = EvalTransform(None)(image, None)
     assert img.shape == (3, 20, 40) and (lab == 255).all()
+
+
+@pytest.mark.parametrize("size, box, expected", [
+    ((1914, 1052), (1280, 720), (1280, 704)),   # GTA5 in DAFormer's source box
+    ((2048, 1024), (1024, 512), (1024, 512)),   # Cityscapes
+    ((1280, 760), (1280, 760), (1280, 760)),    # SYNTHIA at its own size
+    ((1920, 1080), (960, 540), (960, 540)),     # ACDC / Dark Zurich
+    ((1024, 768), (1280, 720), (960, 720)),     # an off-size 4:3 frame: the short side binds
+    ((600, 1000), (1280, 720), (720, 1200)),    # portrait: long side to the long side, short to the short
+])
+def test_keep_ratio_fits_the_box_as_mmcv_does(size, box, expected):
+    w, h = fit_size(*size, box, keep_ratio=True)
+    assert (w, h) == expected
+    assert max(w, h) <= max(box) and min(w, h) <= min(box)
+    assert abs(w / h - size[0] / size[1]) < 0.01  # the aspect ratio is kept (to the rounding)
+    assert fit_size(*size, box, keep_ratio=False) == tuple(box)  # stretched to exactly the box
+
+
+def test_keep_ratio_resize_applies_to_image_and_label_alike():
+    image = np.zeros((1052, 1914, 3), np.uint8)
+    label = np.zeros((1052, 1914), np.uint8)
+    assert resize_image(image, (1280, 720), keep_ratio=True).shape == (704, 1280, 3)
+    assert resize_label(label, (1280, 720), keep_ratio=True).shape == (704, 1280)
+    assert resize_image(image, (1280, 720)).shape == (720, 1280, 3)
+    x, y = EvalTransform((1280, 720), keep_ratio=True)(image, label)
+    assert tuple(x.shape) == (3, 704, 1280) and tuple(y.shape) == (1052, 1914)
+    rng = np.random.default_rng(0)
+    tall = np.zeros((40, 20, 3), np.uint8)  # 1:2 portrait into a 30x30 box -> 15x30, then padded to the crop
+    xt, yt = TrainTransform((30, 30), (32, 32), keep_ratio=True, flip=False)(tall, np.zeros((40, 20), np.uint8), rng)
+    assert tuple(xt.shape) == (3, 32, 32)
+    assert (yt[:, 15:] == 255).all() and (yt[:30, :15] == 0).all() and (yt[30:] == 255).all()

@@ -114,14 +114,15 @@ def test_predict_resizes_to_the_training_resolution_and_writes_at_the_inputs_siz
     monkeypatch.setattr(ICCLD, "predict", spy)
     image = tmp_path / "frame.png"
     Image.fromarray(np.random.default_rng(1).integers(0, 255, (61, 83, 3), dtype=np.uint8)).save(image)
-    for flag, expected in (([], (32, 48)), (["--native-size"], (61, 83))):
+    # 83x61 fitted into 48x32 keeping its aspect ratio (data.val.keep_ratio): scale min(48/83, 32/61)
+    for flag, expected in (([], (32, 44)), (["--native-size"], (61, 83))):
         out = tmp_path / f"pred{len(flag)}"
         assert main(["predict", "--checkpoint", str(pretrained_with_resize), str(image), "--out", str(out),
                      *flag]) == 0
         assert seen[-1] == expected
         for name, shape in (("trainid", (61, 83)), ("color", (61, 83, 3)), ("overlay", (61, 83, 3))):
             assert np.asarray(Image.open(out / f"frame_{name}.png")).shape == shape
-    assert "resized to 48x32" in capsys.readouterr().err
+    assert "fitted into 48x32" in capsys.readouterr().err
 
 
 def test_predict_at_the_training_size_matches_evaluation_upsampling(pretrained_with_resize, tmp_path):

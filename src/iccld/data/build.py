@@ -34,9 +34,9 @@ def build_dataset(cfg: DatasetConfig, *, train: bool, crop_size: Optional[Sequen
     if train:
         if crop_size is None:
             raise ConfigError("data.crop_size: required for a training dataset")
-        transform = TrainTransform(cfg.resize, crop_size, cat_max_ratio, flip, jitter)
+        transform = TrainTransform(cfg.resize, crop_size, cat_max_ratio, flip, jitter, cfg.keep_ratio)
     else:
-        transform = EvalTransform(cfg.resize)
+        transform = EvalTransform(cfg.resize, cfg.keep_ratio)
     common = dict(labelled=labelled, skip_bad=skip_bad)
     builders = {
         "gta5": lambda: GTA5Dataset(cfg.root, transform, **common),

@@ -1,6 +1,6 @@
 """Image/label transforms for training and evaluation (the DAFormer/mmseg pipeline, written out).
 
-Training: resize to a fixed (W, H) -> random crop whose largest class covers less than
+Training: resize to a fixed (W, H) box (stretched, or fitted keeping the aspect ratio) -> random crop whose largest class covers less than
 ``cat_max_ratio`` of the labelled pixels (up to 10 tries) -> horizontal flip (p = 0.5) ->
 optional photometric jitter -> ImageNet normalisation -> pad to the crop size (image 0, label 255).
 Evaluation: resize the image only; the label keeps its original resolution, because mmseg/DAFormer
@@ -28,17 +28,34 @@ STD = (58.395, 57.12, 57.375)
 CAT_MAX_TRIES = 10
 
 
-def resize_image(image: np.ndarray, size: Sequence[int]) -> np.ndarray:
-    """(H, W, 3) uint8 -> (h, w, 3) uint8 with bilinear interpolation; ``size`` is (w, h)."""
-    w, h = int(size[0]), int(size[1])
+def fit_size(width: int, height: int, box: Sequence[int], keep_ratio: bool) -> tuple[int, int]:
+    """The (w, h) an image of ``width`` x ``height`` is resized to for ``box`` = (W, H).
+
+    ``keep_ratio=False`` stretches to the box. ``keep_ratio=True`` scales as mmcv's keep-ratio
+    ``Resize`` does (DAFormer, HRDA and MIC's pipelines): by the largest factor that keeps the long
+    side within the box's long side and the short side within its short side, rounded half up, so
+    GTA5's 1914x1052 in a (1280, 720) box becomes 1280x704 and Cityscapes' 2048x1024 in (1024, 512)
+    becomes 1024x512.
+    """
+    if not keep_ratio:
+        return int(box[0]), int(box[1])
+    scale = min(max(box) / max(width, height), min(box) / min(width, height))
+    return int(width * scale + 0.5), int(height * scale + 0.5)
+
+
+def resize_image(image: np.ndarray, size: Sequence[int], keep_ratio: bool = False) -> np.ndarray:
+    """(H, W, 3) uint8 -> (h, w, 3) uint8 with bilinear interpolation; ``size`` is (w, h), or the
+    box the image is fitted into with ``keep_ratio`` (see :func:`fit_size`)."""
+    w, h = fit_size(image.shape[1], image.shape[0], size, keep_ratio)
     if image.shape[1] == w and image.shape[0] == h:
         return image
     return np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
 
 
-def resize_label(label: np.ndarray, size: Sequence[int]) -> np.ndarray:
-    """(H, W) uint8 train ids -> (h, w) with nearest-neighbour interpolation (no new values)."""
-    w, h = int(size[0]), int(size[1])
+def resize_label(label: np.ndarray, size: Sequence[int], keep_ratio: bool = False) -> np.ndarray:
+    """(H, W) uint8 train ids -> (h, w) with nearest-neighbour interpolation (no new values); ``size``
+    as in :func:`resize_image`."""
+    w, h = fit_size(label.shape[1], label.shape[0], size, keep_ratio)
     if label.shape[1] == w and label.shape[0] == h:
         return label
     return np.asarray(Image.fromarray(label).resize((w, h), Image.NEAREST))
@@ -129,6 +146,8 @@ class TrainTransform:
 
     Args:
         resize: (W, H) every image is resized to first, or None to keep its size.
+        keep_ratio: fit each image into ``resize`` keeping its aspect ratio (mmcv's keep-ratio
+            resize) instead of stretching it to exactly (W, H).
         crop_size: (H, W) of the crop.
         cat_max_ratio: in (0, 1]; 1 disables the class-ratio test.
         flip: horizontal flip with probability 0.5.
@@ -140,7 +159,8 @@ class TrainTransform:
     """
 
     def __init__(self, resize: Optional[Sequence[int]], crop_size: Sequence[int],
-                 cat_max_ratio: float = 0.75, flip: bool = True, jitter: float = 0.0):
+                 cat_max_ratio: float = 0.75, flip: bool = True, jitter: float = 0.0,
+                 keep_ratio: bool = False):
         if len(crop_size) != 2 or min(crop_size) <= 0:
             raise ValueError(f"crop_size must be (H, W) > 0, got {crop_size}")
         self.resize = tuple(resize) if resize is not None else None
@@ -148,12 +168,13 @@ class TrainTransform:
         self.cat_max_ratio = float(cat_max_ratio)
         self.flip = bool(flip)
         self.jitter = float(jitter)
+        self.keep_ratio = bool(keep_ratio)
 
     def __call__(self, image: np.ndarray, label: Optional[np.ndarray],
                  rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         if self.resize is not None:
-            image = resize_image(image, self.resize)
-            label = resize_label(label, self.resize) if label is not None else None
+            image = resize_image(image, self.resize, self.keep_ratio)
+            label = resize_label(label, self.resize, self.keep_ratio) if label is not None else None
         if label is None:
             label = np.full(image.shape[:2], IGNORE_INDEX, dtype=np.uint8)
             top, left, bottom, right = random_crop_box(*label.shape, self.crop_size, rng)
@@ -170,19 +191,21 @@ class TrainTransform:
 
 
 class EvalTransform:
-    """Resize the image to ``resize`` = (W, H) (or keep it), normalise; the label is unchanged.
+    """Resize the image to ``resize`` = (W, H) (or keep it; ``keep_ratio`` fits it into that box as
+    :class:`TrainTransform` does), normalise; the label is unchanged.
 
     ``__call__(image, label, rng=None)`` -> ``(image (3, H', W') float32, label (H, W) int64)``;
     the label keeps the original resolution (evaluation upsamples logits to ``label.shape``).
     """
 
-    def __init__(self, resize: Optional[Sequence[int]] = None):
+    def __init__(self, resize: Optional[Sequence[int]] = None, keep_ratio: bool = False):
         self.resize = tuple(resize) if resize is not None else None
+        self.keep_ratio = bool(keep_ratio)
 
     def __call__(self, image: np.ndarray, label: Optional[np.ndarray],
                  rng: Optional[np.random.Generator] = None) -> tuple[torch.Tensor, torch.Tensor]:
         if label is None:
             label = np.full(image.shape[:2], IGNORE_INDEX, dtype=np.uint8)
         if self.resize is not None:
-            image = resize_image(image, self.resize)
+            image = resize_image(image, self.resize, self.keep_ratio)
         return normalize(image), _label_tensor(label)

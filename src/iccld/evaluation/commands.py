@@ -140,11 +140,14 @@ def predict_command(args) -> int:
     resize = None if args.native_size or not loaded.val_resize else tuple(loaded.val_resize)
     if submission:
         with RunLock(Path(args.out)):
-            return submission_command(args, model, images, path, steps=steps, samples=samples, resize=resize)
+            return submission_command(args, model, images, path, steps=steps, samples=samples, resize=resize,
+                                      keep_ratio=loaded.val_keep_ratio)
     with RunLock(Path(args.out)):  # one writer per output folder: a second predict into it is refused
         written = predict_images(model, images, Path(args.out), path=path, steps=steps, samples=samples,
-                                 seed=args.seed, overwrite=args.overwrite, resize=resize)
-    scale = (f"each image resized to {resize[0]}x{resize[1]} (data.val.resize; --native-size keeps it)"
+                                 seed=args.seed, overwrite=args.overwrite, resize=resize,
+                                 keep_ratio=loaded.val_keep_ratio)
+    fitted = "fitted into" if loaded.val_keep_ratio else "resized to"
+    scale = (f"each image {fitted} {resize[0]}x{resize[1]} (data.val.resize; --native-size keeps it)"
              if resize else "at each image's native size")
     print(f"wrote {len(written)} files for {len(images)} images to {args.out} ({scale}; outputs at the "
           "input's size)", file=sys.stderr)

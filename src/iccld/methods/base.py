@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +33,7 @@ from torch import nn
 from ..data.labels import IGNORE_INDEX
 from ..errors import ConfigError
 from ..uda.ema import copy_model, ema_update
+from ..utils import switch  # noqa: F401 (re-exported: a method's fields added after runs were saved)
 
 # ``config`` arguments are the run's iccld.config.Config: the config layer sits above the methods (it
 # reads each method's own section), so it is not imported here (docs/architecture.md)
@@ -42,17 +43,7 @@ from ..uda.ema import copy_model, ema_update
 SOURCE, TARGET, LABELLED_TARGET = "source", "target", "labelled_target"
 
 
-OFF_BY_DEFAULT = "off_by_default"  # field metadata: see :func:`switch`
-
-
-def switch(default: Any) -> Any:
-    """A dataclass field for a component added after runs were saved, off at ``default``.
-
-    At its default the key is left out of the resolved config (:func:`iccld.config.to_dict`), so a
-    run with the component off has the same ``config.yaml``, cache keys and run folder as one saved
-    before the component existed; loading fills the default back in."""
-    return field(default=default, metadata={OFF_BY_DEFAULT: True})
-
+CE_MEANS = ("labelled", "all")  # see :func:`cross_entropy`
 
 def one_of(field_name: str, value: str, choices: tuple[str, ...]) -> None:
     """ConfigError naming the field, the choices and the closest one, unless ``value`` is a choice."""
@@ -71,12 +62,16 @@ class MethodConfig:
     # the EMA's warm-up average: "first_step" starts it at the model after the first step (the first
     # update copies it); "start" includes the initial weights, DAFormer's uniform average of theta_0..t
     ema_warmup: str = switch("first_step")
+    # what a cross-entropy term is averaged over: "labelled" pixels, or "all" pixels of the batch
+    # (ignored ones count 0), as mmseg 0.x's CrossEntropyLoss in DAFormer, HRDA and MIC
+    ce_mean: str = switch("labelled")
 
     def validate(self) -> None:
         """Raise ConfigError for values no run could use (called by the config loader)."""
         if not 0 <= self.ema_alpha < 1:
             raise ConfigError(f"method.ema_alpha: must be in [0, 1), got {self.ema_alpha}")
         one_of("method.ema_warmup", self.ema_warmup, ("first_step", "start"))
+        one_of("method.ce_mean", self.ce_mean, CE_MEANS)
 
 
 @dataclass
@@ -103,17 +98,25 @@ class StepOutput:
 
 
 def cross_entropy(logits: torch.Tensor, labels: torch.Tensor,
-                  weight: torch.Tensor | None = None) -> torch.Tensor:
+                  weight: torch.Tensor | None = None, over: str = "labelled") -> torch.Tensor:
     """Pixel-wise cross-entropy, ignore index 255, optionally weighted per pixel.
 
-    logits (B, C, H, W), labels (B, H, W), weight (B, H, W). The mean is over labelled pixels, so a
-    weight below 1 scales the loss down (DAFormer's confidence weighting) instead of renormalising.
+    logits (B, C, H, W), labels (B, H, W), weight (B, H, W). ``over="labelled"`` divides the sum by
+    the number of labelled pixels, ``"all"`` by every pixel (mmseg 0.x: an ignored pixel counts 0 and
+    a batch with many ignored pixels weighs less). Either way a weight below 1 scales the loss down
+    (DAFormer's confidence weighting) instead of renormalising.
     """
     ce = F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_INDEX, reduction="none")
-    valid = (labels != IGNORE_INDEX).float()
     if weight is not None:
         ce = ce * weight
-    return ce.sum() / valid.sum().clamp_min(1.0)
+    return ce.sum() / pixel_count(labels, over)
+
+
+def pixel_count(labels: torch.Tensor, over: str) -> torch.Tensor:
+    """The denominator of a mean cross-entropy: labelled pixels (at least 1), or all of them."""
+    if over == "all":
+        return torch.tensor(float(labels.numel()), device=labels.device)
+    return (labels != IGNORE_INDEX).float().sum().clamp_min(1.0)
 
 
 class Method(nn.Module):
@@ -133,7 +136,10 @@ class Method(nn.Module):
         # what ema_update's step counts from: with "start", the EMA (a copy of the initial weights)
         # averages them in, alpha_t = 1 - 1/(step + 2) after step 0
         self.ema_offset = 1 if cfg.ema_warmup == "start" else 0
+        self.ce_mean = cfg.ce_mean  # what every cross-entropy term is averaged over (cross_entropy's over)
         self.stats: dict[str, float] = {}  # logged by the trainer, not optimised
+        # set by the trainer with trainer.backward=per_term: back-propagates one finished loss now
+        self.backward_now: Callable[[torch.Tensor], None] | None = None
 
     @classmethod
     def from_config(cls, config: Any) -> "Method":
@@ -167,6 +173,19 @@ class Method(nn.Module):
                         generator: torch.Generator) -> "dict[str, torch.Tensor] | StepOutput":
         """Named scalar losses; the trainer optimises their sum. Extra numbers go to ``self.stats``."""
         raise NotImplementedError
+
+    def release(self, losses: dict[str, torch.Tensor], *names: str) -> None:
+        """Back-propagate the finished terms ``names`` of ``losses`` now, when the trainer asks for it
+        (``trainer.backward=per_term``), and keep them detached: their graph is freed before the next
+        forward pass. A method calls it after the terms that share one forward pass; terms it never
+        releases are back-propagated together by the trainer. Without per-term backward: nothing."""
+        if self.backward_now is None:
+            return
+        names = tuple(n for n in names if n in losses and losses[n].requires_grad)
+        if names:
+            self.backward_now(sum(losses[n] for n in names))
+            for n in names:
+                losses[n] = losses[n].detach()
 
     def critic_losses(self, critic_inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The critic's losses from the ``critic_inputs`` of this step's :class:`StepOutput`."""

@@ -135,14 +135,17 @@ class Stage1(Method):
         x_s, y_s = batch["source"]["image"], batch["source"]["label"]
         x_t = batch["target"]["image"]
         logits_s, features = self.source_logits(x_s)
-        losses = {"seg": cross_entropy(logits_s, y_s)}
+        losses = {"seg": cross_entropy(logits_s, y_s, over=self.ce_mean)}
         if features is not None:
             losses["fd"] = self.fd_loss(x_s, y_s, features)
+        self.release(losses, "seg", "fd")  # the source graph, before the mixed batch's forward
         pl, weight = self.target_pseudo_labels(x_t)
         x_m, y_m, w_m = self.mixed_batch(x_s, y_s, x_t, pl, weight, generator)
-        losses["mix"] = cross_entropy(self.segment(self.model, x_m), y_m, w_m)
+        losses["mix"] = cross_entropy(self.segment(self.model, x_m), y_m, w_m, over=self.ce_mean)
+        self.release(losses, "mix")
         if self.mic["weight"] > 0:  # after the mix's draws, so the mix is the same with MIC on or off
             x_k = self.masked_target(x_t, generator)
-            losses["mic"] = self.mic["weight"] * masked_consistency_loss(self.segment(self.model, x_k), pl, weight)
+            losses["mic"] = self.mic["weight"] * masked_consistency_loss(self.segment(self.model, x_k), pl, weight,
+                                                                         over=self.ce_mean)
         self.stats = {"pl_weight": float(weight.amax(dim=(1, 2)).mean())}
         return losses

@@ -213,11 +213,12 @@ class Stage2(Stage1):
             logits = model.decode(z0_hat[: 2 * b], [f[: 2 * b] for f in skips], size)
             logits_k = model.decode(z0_hat[3 * b:], [f[3 * b:] for f in skips], size) if mic else None
             critic_in = z0_hat
-        loss_seg = (cross_entropy(logits[:b], y_s) + cross_entropy(logits[b:], y_m, w_m)) / 2
+        loss_seg = (cross_entropy(logits[:b], y_s, over=self.ce_mean)
+                    + cross_entropy(logits[b:], y_m, w_m, over=self.ce_mean)) / 2
 
         losses = {"diffusion": self.weights["diffusion"] * loss_diff, "seg": self.weights["seg"] * loss_seg}
         if mic:
-            losses["mic"] = self.mic["weight"] * masked_consistency_loss(logits_k, pl, weight)
+            losses["mic"] = self.mic["weight"] * masked_consistency_loss(logits_k, pl, weight, over=self.ce_mean)
         self.stats = {"pl_weight": float(weight.amax(dim=(1, 2)).mean()),
                       "latent_change_source": relative_change(z0_hat[:b], z0[:b]),
                       "latent_change_target": relative_change(z0_hat[2 * b: 3 * b], z0[2 * b: 3 * b])}

@@ -21,7 +21,7 @@ class SourceOnly(Method):
     def training_losses(self, batch: dict, step: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
         data = batch[self.domain]
         logits = self.segment(self.model, data["image"])  # (B, C, H, W)
-        return {"seg": cross_entropy(logits, data["label"])}
+        return {"seg": cross_entropy(logits, data["label"], over=self.ce_mean)}
 
 
 class Oracle(SourceOnly):

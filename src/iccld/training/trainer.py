@@ -114,6 +114,14 @@ class _Stream:
                 worker.join(timeout=5)
 
 
+NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
+
+
+def _norm_parameter_ids(model: nn.Module) -> set[int]:
+    """ids of the parameters of ``model``'s normalisation layers (BatchNorm, LayerNorm, GroupNorm)."""
+    return {id(p) for m in model.modules() if isinstance(m, NORM_LAYERS) for p in m.parameters(recurse=False)}
+
+
 class Trainer:
     def __init__(self, config: Config, run_dir: Path, *, progress: bool = True):
         from accelerate import Accelerator
@@ -145,6 +153,12 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.accelerator.mixed_precision == "fp16")
         # the methods' loss functions, run through DDP on several processes (see _synced)
         self.losses = self._synced(self.method.model, self._method_losses, find_unused=True)
+        if tc.backward == "per_term":
+            if self.world_size > 1:
+                raise TrainingError(f"trainer.backward=per_term: runs on one process only (DDP averages the "
+                                    f"gradients in one backward per step; {self.world_size} processes here); "
+                                    "use trainer.backward=sum")
+            self.method.backward_now = self._backward_now
         self.disc_losses = None
         if self.critic is not None:  # the critic's loss uses every critic parameter
             self.disc_losses = self._synced(self.critic.module, self.method.critic_losses, find_unused=False)
@@ -177,13 +191,18 @@ class Trainer:
 
     def _build_optimizer(self) -> torch.optim.Optimizer:
         """AdamW; the encoder at the base lr, every head at lr x head_lr_mult; no weight decay on
-        1-D parameters (norms, biases)."""
+        1-D parameters (norms, biases), or with ``optim.no_decay=norms`` on normalisation layers only."""
         o = self.config.optim
+        exempt = _norm_parameter_ids(self.method.model) if o.no_decay == "norms" else None
         groups = []
         for name, params in self.method.trainable_groups().items():
             lr = (o.lr if name == "encoder" else o.lr * o.head_lr_mult) * self.method.lr_scale(name)
-            decay = [p for p in params if p.ndim > 1]
-            no_decay = [p for p in params if p.ndim <= 1]
+            if exempt is None:
+                decay = [p for p in params if p.ndim > 1]
+                no_decay = [p for p in params if p.ndim <= 1]
+            else:
+                decay = [p for p in params if id(p) not in exempt]
+                no_decay = [p for p in params if id(p) in exempt]
             for ps, wd in ((decay, o.weight_decay), (no_decay, 0.0)):
                 if ps:
                     groups.append({"params": ps, "lr": lr, "weight_decay": wd, "name": name})
@@ -351,6 +370,14 @@ class Trainer:
     def _step(self, params: list, optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
         optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()  # with DDP, the gradients are averaged across processes here
+        self._apply(params, optimizer)
+
+    def _backward_now(self, loss: torch.Tensor) -> None:
+        """trainer.backward=per_term: one finished term's backward, during the method's step."""
+        self.scaler.scale(loss).backward()
+
+    def _apply(self, params: list, optimizer: torch.optim.Optimizer) -> None:
+        """The optimiser step on the gradients the backward passes accumulated."""
         self.scaler.unscale_(optimizer)
         self._agree_on_overflow(optimizer)
         if self.config.optim.grad_clip > 0:
@@ -364,6 +391,9 @@ class Trainer:
         torch.manual_seed(step_seed)  # dropout
         generator = torch.Generator().manual_seed(step_seed)  # mixing, augmentation, noise, timesteps
         self.method.train()
+        per_term = self.method.backward_now is not None
+        if per_term:  # the method back-propagates finished terms while it computes the rest
+            self.optimizer.zero_grad(set_to_none=True)
         with self.accelerator.autocast():
             losses, critic_inputs = self.losses(batch, self.iteration, generator)
         bad = self._all_finite(losses)
@@ -377,7 +407,13 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             return {"skipped_nonfinite": float(self.skipped_nonfinite)}
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
-        self._step(params, self.optimizer, sum(losses.values()))
+        if per_term:
+            rest = [v for v in losses.values() if v.requires_grad]  # terms the method did not release
+            if rest:
+                self._backward_now(sum(rest))
+            self._apply(params, self.optimizer)
+        else:
+            self._step(params, self.optimizer, sum(losses.values()))
         logged = {k: float(v.detach()) for k, v in losses.items()}
         if self.disc_optimizer is not None:
             # the critic's step, on the detached tensors of this step; the generator's adversarial
@@ -529,7 +565,8 @@ class Trainer:
         save_pretrained(self.method.ema_model, final_dir)
         info = {"method": self.method.name, "inference_path": self.method.inference_path,
                 "iteration": self.iteration, "weights": "ema_model",
-                "val_resize": self.config.data.val.resize}  # iccld predict resizes to it
+                "val_resize": self.config.data.val.resize,  # iccld predict resizes to it
+                "val_keep_ratio": self.config.data.val.keep_ratio}
         atomic_write_text(final_dir / TRAINING_INFO, json.dumps(info, indent=2))
         summary = {"iteration": self.iteration, "method": self.config.method.name,
                    "inference_path": self.method.inference_path, "history": self.history,

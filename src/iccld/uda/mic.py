@@ -49,7 +49,8 @@ def mask_image(x: torch.Tensor, block_size: int, ratio: float, generator: torch.
 
 
 def masked_consistency_loss(logits: torch.Tensor, pseudo_label: torch.Tensor,
-                            weight: torch.Tensor | None = None, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+                            weight: torch.Tensor | None = None, ignore_index: int = IGNORE_INDEX,
+                            over: str = "labelled") -> torch.Tensor:
     """Cross-entropy of the masked image's logits against the unmasked image's pseudo-labels.
 
     Args:
@@ -58,12 +59,15 @@ def masked_consistency_loss(logits: torch.Tensor, pseudo_label: torch.Tensor,
         pseudo_label: (B, H, W) the EMA model's labels of the unmasked image (255 = ignore).
         weight: (B, H, W) their confidence weight, or None for 1.
 
-    Returns the sum of weighted per-pixel losses over the number of labelled pixels (as the
-    methods' ``cross_entropy``: a weight below 1 scales the loss down instead of renormalising).
+    Returns the sum of weighted per-pixel losses over the number of labelled pixels, or of all pixels
+    with ``over="all"`` (as the methods' ``cross_entropy``: a weight below 1 scales the loss down
+    instead of renormalising).
     """
     if logits.shape[-2:] != pseudo_label.shape[-2:]:
         logits = F.interpolate(logits.float(), size=pseudo_label.shape[-2:], mode="bilinear", align_corners=False)
     ce = F.cross_entropy(logits.float(), pseudo_label, ignore_index=ignore_index, reduction="none")  # (B, H, W)
     if weight is not None:
         ce = ce * weight
+    if over == "all":
+        return ce.sum() / pseudo_label.numel()
     return ce.sum() / (pseudo_label != ignore_index).sum().clamp_min(1)
