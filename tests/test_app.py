@@ -4,6 +4,7 @@ page itself in Chromium)."""
 
 from __future__ import annotations
 
+import runpy
 import sys
 from pathlib import Path
 
@@ -89,6 +90,21 @@ def test_a_bad_model_is_one_line(tmp_path, capsys):
     assert main(["app", str(tmp_path / "nope"), "--port", "7999"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and str(tmp_path / "nope") in err
+
+
+def test_the_exported_app_py_serves_the_folder_as_a_space(exported, monkeypatch):
+    """A Space runs ``python app.py`` with GRADIO_SERVER_NAME/PORT set: app.py builds the page on its
+    own folder and leaves host and port to Gradio."""
+    need("gradio")
+    import gradio as gr
+
+    calls = []
+    monkeypatch.setattr(gr.Blocks, "launch", lambda self, **kw: calls.append((self, kw)))
+    runpy.run_path(str(exported / "app.py"), run_name="__main__")
+    (blocks, kwargs), = calls
+    assert kwargs["server_name"] is None and kwargs["server_port"] is None
+    assert f"`{exported.name}`: stage2 model" in blocks.config["components"][0]["props"]["value"]  # names it
+    assert (exported / "requirements.txt").read_text().startswith("iccld[app]==")
 
 
 def test_missing_tools_skip_the_web_tests_except_on_ci(monkeypatch, tmp_path):
