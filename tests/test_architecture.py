@@ -25,7 +25,8 @@ ALLOWED: dict[str, set[str]] = {
     "training": {"config", "data", "evaluation", "io", "methods", "models"},
     "hub": {"config", "data", "io"},
     "demo": {"config", "data", "evaluation", "io", "presets", "training"},
-    "cli": {"data", "demo", "evaluation", "hub", "training"},
+    "app": {"data", "evaluation"},
+    "cli": {"app", "data", "demo", "evaluation", "hub", "training"},
 }
 BASE = {"errors", "utils", "outputs", "__init__"}  # the root (iccld/__init__.py) holds only the version
 

@@ -77,6 +77,26 @@ def test_export_writes_a_complete_model_folder(finished_run, exported):
     assert "model-index" in (exported / "README.md").read_text().split("---")[1]
 
 
+def test_export_writes_what_a_gradio_space_needs(exported):
+    """The folder is also a Space: its header names the SDK and the entry point, app.py serves the
+    folder with `iccld app`'s launch, requirements.txt installs iccld with the app extra (tests/test_app.py
+    runs that app.py)."""
+    import ast
+
+    from huggingface_hub import ModelCard
+
+    from iccld import __version__
+
+    card = ModelCard.load(exported / "README.md")
+    assert (card.data.sdk, card.data.app_file, card.data.sdk_version) == ("gradio", "app.py", hub.SPACE_GRADIO_VERSION)
+    assert card.data.title == "tiny" and card.data.library_name == "iccld"  # still the model card
+    tree = ast.parse((exported / "app.py").read_text())
+    imports = [(n.module, [a.name for a in n.names]) for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    assert ("iccld.app", ["launch"]) in imports
+    assert (exported / "requirements.txt").read_text() == f"iccld[app]=={__version__}\n"
+    assert "iccld app someone/tiny" in (exported / "README.md").read_text()
+
+
 def test_export_refuses_to_replace_unless_asked(finished_run, tmp_path, capsys):
     out = tmp_path / "model"
     out.mkdir()

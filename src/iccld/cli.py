@@ -136,6 +136,13 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
                         "its runs go to OUT/runs-pretrained")
 
 
+def _add_app(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("app", help="a local web demo of a model (Gradio; pip install 'iccld[app]')")
+    p.add_argument("model", help="run folder, exported folder or Hub repo id USER/NAME[@REV]")
+    p.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0: every interface)")
+    p.add_argument("--port", type=int, help="port to serve on (default: Gradio's, 7860)")
+
+
 def _count(text: str) -> int:
     """argparse type: an integer >= 0."""
     try:
@@ -168,10 +175,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     from . import __version__
     parser.add_argument("--version", action="version", version=f"iccld {__version__}")
-    sub = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="{prepare,train,evaluate,predict,score,export,push,demo}")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="{prepare,train,evaluate,predict,score,export,push,demo,app}")
     sub.required = True
     for add in (_add_prepare, _add_train, _add_evaluate, _add_predict, _add_score, _add_export, _add_push,
-                _add_demo):
+                _add_demo, _add_app):
         add(sub)
     return parser
 
@@ -201,6 +208,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "demo":
         from .demo import demo_command
         return demo_command(args)
+    if args.command == "app":
+        from .app import app_command
+        return app_command(args)
     raise AssertionError(args.command)
 
 

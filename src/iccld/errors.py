@@ -26,3 +26,7 @@ class CheckpointError(ICCLDError):
 
 class TrainingError(ICCLDError):
     """A run that cannot continue: a non-finite loss, a run folder that would be overwritten."""
+
+
+class MissingExtraError(ICCLDError):
+    """An optional feature whose extra is not installed (``pip install 'iccld[EXTRA]'``)."""

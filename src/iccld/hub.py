@@ -10,7 +10,12 @@ EMA weights of a finished run) plus
                      it was measured (read by the loaders as before: method, inference_path)
     labels.json      class names, palette (RGB), ignore index and Cityscapes label ids
     README.md        the model card, with the Hub's YAML metadata header (library_name, tags,
-                     datasets, metrics, model-index)
+                     datasets, metrics, model-index) and a Space's (sdk: gradio, app_file)
+    app.py           a Hugging Face Space's entry point: ``iccld app`` on this folder
+    requirements.txt what the Space installs: ``iccld[app]`` at the exporting version
+
+so the same folder uploads as a model repo (``iccld push``) or as a Gradio Space (``hf upload
+USER/NAME FOLDER --repo-type space``), whose page is the web demo of ``iccld app``.
 
 Repo ids are resolved with ``huggingface_hub.snapshot_download``, so the Hub cache, ``HF_HOME``,
 ``HF_HUB_CACHE`` and ``HF_HUB_OFFLINE=1`` behave as in every other Hub library. A path that exists
@@ -33,7 +38,18 @@ from .utils import atomic_copy, atomic_write_text
 
 # what an exported folder holds; `push` checks each of them before uploading
 MODEL_FILES = ("config.json", "model.safetensors")
-EXPORT_FILES = MODEL_FILES + ("training.json", "config.yaml", "labels.json", "README.md")
+SPACE_FILES = ("app.py", "requirements.txt")  # what makes the folder a Gradio Space as well
+EXPORT_FILES = MODEL_FILES + ("training.json", "config.yaml", "labels.json", "README.md") + SPACE_FILES
+# the Gradio a Space runs (its header's sdk_version): the version the web demo was tested with
+SPACE_GRADIO_VERSION = "6.31.0"
+SPACE_APP = '''"""Hugging Face Space: the iccld web demo (`iccld app`) on the model in this folder."""
+
+from pathlib import Path
+
+from iccld.app import launch
+
+launch(str(Path(__file__).resolve().parent))  # host and port: GRADIO_SERVER_NAME / _PORT, as the Space sets them
+'''
 PARTIAL_EXPORT = ".iccld-export-partial"  # present while an export is being written
 # a benchmark kind -> the words a model card uses for it
 _DATASET_NAMES = {"gta5": "GTA5", "synthia": "SYNTHIA", "cityscapes": "Cityscapes", "acdc": "ACDC",
@@ -170,6 +186,8 @@ def export_run(run: str | Path, out: str | Path, *, repo_id: str | None = None,
     atomic_write_text(out / "config.yaml", cfg_path.read_text())
     atomic_write_text(out / "labels.json", json.dumps(_labels(), indent=2) + "\n")
     atomic_write_text(out / "README.md", model_card(provenance, repo))
+    atomic_write_text(out / "app.py", SPACE_APP)
+    atomic_write_text(out / "requirements.txt", f"iccld[app]=={__version__}\n")
     (out / PARTIAL_EXPORT).unlink()
     return out
 
@@ -185,6 +203,8 @@ def model_card(provenance: dict, repo_id: str) -> str:
         tags=["semantic-segmentation", "domain-adaptation", "latent-diffusion", "iccld",
               f"method-{provenance['method']}"],
         datasets=datasets, metrics=["mean_iou"], model_name=repo_id.split("/")[-1],
+        # read when the folder is uploaded as a Space (ignored on a model repo)
+        title=repo_id.split("/")[-1], sdk="gradio", sdk_version=SPACE_GRADIO_VERSION, app_file="app.py",
         eval_results=[EvalResult(task_type="image-segmentation", task_name="Semantic Segmentation",
                                  dataset_type=bench["val"], dataset_name=f"{_DATASET_NAMES.get(bench['val'], bench['val'])} "
                                  f"{bench['val_split']} ({bench['name']})", dataset_split=bench["val_split"],
@@ -214,7 +234,11 @@ domain adaptation), trained with the `{provenance['method']}` method on {bench['
 ```bash
 iccld predict images/ --checkpoint {repo_id} --out predictions/
 iccld evaluate --checkpoint {repo_id} data.val.root=/path/to/{bench['val']}   # its own config.yaml's val settings
+iccld app {repo_id}                          # the web demo (pip install 'iccld[app]')
 ```
+
+The folder is also a Gradio Space (`app.py`, `requirements.txt`, the `sdk:` fields above):
+`hf upload USER/NAME . --repo-type space` serves the same web demo on the Hub.
 
 `config.yaml` is the training config as resolved (its data roots are the trainer's: `key=value`
 overrides on the command line replace them); `labels.json`

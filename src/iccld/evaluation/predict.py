@@ -3,6 +3,7 @@ noise draws, an uncertainty heat map."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +37,43 @@ def output_paths(out: Path, image: Path, with_uncertainty: bool) -> dict[str, Pa
     return paths
 
 
+@dataclass
+class Segmentation:
+    """What ``predict`` writes for one image, at the image's size."""
+
+    label: np.ndarray  # (H, W) uint8 train ids
+    color: np.ndarray  # (H, W, 3) uint8, the labels in the Cityscapes palette
+    overlay: np.ndarray  # (H, W, 3) uint8, half image, half colour map
+    uncertainty: np.ndarray | None  # (H, W, 3) uint8 heat map of the draws' variance; None for one draw
+
+
+@torch.no_grad()
+def segment(model: nn.Module, rgb: np.ndarray, *, path: str = "diffusion", steps: int | None = None,
+            samples: int = 1, generator: torch.Generator | None = None,
+            resize: tuple[int, int] | None = None, keep_ratio: bool = True) -> Segmentation:
+    """Segment one (H, W, 3) uint8 RGB image; ``resize`` = (W, H) the model sees, fitted into keeping
+    the aspect ratio when ``keep_ratio`` (see :func:`predict_images`); the outputs are at the image's
+    own size."""
+    size = rgb.shape[:2]
+    device = next(model.parameters()).device
+    x = normalize(resize_image(rgb, resize, keep_ratio) if resize else rgb).unsqueeze(0).to(device)  # (1, 3, h, w)
+    pred = model_predict(model, x, steps=steps, samples=samples, generator=generator,
+                         diffusion=(path == "diffusion"))
+    logits = pred.logits.float()  # (1, C, h, w)
+    if logits.shape[-2:] != size:  # back to the input's size, as evaluation scores at the label's size
+        logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+    label = logits.argmax(1)[0].cpu().numpy().astype(np.uint8)  # (H, W)
+    color = colorize(label)
+    overlay = (0.5 * rgb + 0.5 * color).astype(np.uint8)
+    heat = None
+    if pred.uncertainty is not None:
+        var = pred.uncertainty.float()  # (1, h, w)
+        if var.shape[-2:] != size:
+            var = F.interpolate(var[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+        heat = _heatmap(var[0].cpu().numpy())
+    return Segmentation(label, color, overlay, heat)
+
+
 @torch.no_grad()
 def predict_images(model: nn.Module, images: list[Path], out: Path, *, path: str = "diffusion",
                    steps: int | None = None, samples: int = 1, seed: int = 0,
@@ -62,34 +100,22 @@ def predict_images(model: nn.Module, images: list[Path], out: Path, *, path: str
             names[p] = img
             check_output_file(p, overwrite=overwrite, command="predict", check_dir=False)
     check_output_dir(out)
-    device = next(model.parameters()).device
     written = []
     for index, (img, paths) in enumerate(plans):
         rgb = read_image(img)  # (H, W, 3) uint8
-        size = rgb.shape[:2]
-        x = normalize(resize_image(rgb, resize, keep_ratio) if resize else rgb).unsqueeze(0).to(device)  # (1, 3, h, w)
         generator = torch.Generator().manual_seed(seed * 1_000_003 + index)
         try:
-            pred = model_predict(model, x, steps=steps, samples=samples, generator=generator,
-                                 diffusion=(path == "diffusion"))
+            result = segment(model, rgb, path=path, steps=steps, samples=samples, generator=generator,
+                             resize=resize, keep_ratio=keep_ratio)
         except DataError as exc:  # e.g. an image too small for the encoder: say which image
             raise DataError(f"{img}: {exc}") from None
-        logits = pred.logits.float()  # (1, C, h, w)
-        if logits.shape[-2:] != size:  # back to the input's size, as evaluation scores at the label's size
-            logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
-        label = logits.argmax(1)[0].cpu().numpy().astype(np.uint8)  # (H, W)
         # claimed in a run folder's marker as they are written (not before: a run that fails part-way
         # must not leave claims on names it never wrote), so that the next --overwrite may replace them
         claim_outputs(paths.values(), "predict")
-        color = colorize(label)
-        overlay = (0.5 * rgb + 0.5 * color).astype(np.uint8)
-        write_png(paths["trainid"], label)
-        write_png(paths["color"], color)
-        write_png(paths["overlay"], overlay)
+        write_png(paths["trainid"], result.label)
+        write_png(paths["color"], result.color)
+        write_png(paths["overlay"], result.overlay)
         if "uncertainty" in paths:
-            heat = pred.uncertainty.float()  # (1, h, w)
-            if heat.shape[-2:] != size:
-                heat = F.interpolate(heat[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
-            write_png(paths["uncertainty"], _heatmap(heat[0].cpu().numpy()))
+            write_png(paths["uncertainty"], result.uncertainty)
         written.extend(paths.values())
     return written
