@@ -26,3 +26,7 @@ class CheckpointError(ICCLDError):
 
 class TrainingError(ICCLDError):
     """A run that cannot continue: a non-finite loss, a run folder that would be overwritten."""
+
+
+class DependencyError(ICCLDError):
+    """An optional package that a feature needs is not installed (the message names the extra)."""
