@@ -185,6 +185,6 @@ def predict_command(args) -> int:
              if resize else f"at each {kind}'s native size")
     what = " and ".join([_plural(len(images), "image")] * bool(images or not videos)
                         + [f"{_plural(len(videos), 'video')} ({_plural(frames, 'frame')})"] * bool(videos))
-    print(f"wrote {len(written)} files for {what} to {args.out} ({scale}; outputs at the input's size)",
+    print(f"wrote {_plural(len(written), 'file')} for {what} to {args.out} ({scale}; outputs at the input's size)",
           file=sys.stderr)
     return 0
