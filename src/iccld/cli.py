@@ -84,13 +84,15 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_predict(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("predict", help="segment images: train-id PNG, colour PNG, overlay, uncertainty")
-    p.add_argument("inputs", nargs="+", help="images or folders of images")
+    p = sub.add_parser("predict", help="segment images (train-id PNG, colour PNG, overlay, uncertainty) "
+                       "and videos (overlay video, train-id PNG per frame)")
+    p.add_argument("inputs", nargs="+", help="images, videos (.mp4 .webm .avi .gif; needs iccld[video]) or "
+                   "folders of them")
     p.add_argument("--checkpoint", required=True,
                    help="run folder, last.ckpt, save_pretrained folder or Hub repo id USER/NAME[@REV]")
     p.add_argument("--out", required=True)
     p.add_argument("--steps", type=int)
-    p.add_argument("--samples", type=int, help="noise draws per image (default 1; 2+ adds the uncertainty map)")
+    p.add_argument("--samples", type=int, help="noise draws per image (default 1; 2+ adds the uncertainty map of an image)")
     p.add_argument("--direct", action="store_true", help="use the stage-1 path D(z0), no diffusion")
     p.add_argument("--which", choices=["model", "ema"], default="ema")
     p.add_argument("--seed", type=int, default=0)
@@ -104,6 +106,13 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--native-size", action="store_true",
                    help="run at each image's own size instead of the training config's data.val.resize "
                    "(outputs are written at the input's size either way)")
+    g = p.add_argument_group("videos", "each video gives OUT/NAME_overlay.EXT at its size and frame rate; "
+                             "frames are decoded, predicted and encoded one at a time")
+    g.add_argument("--frames", action="store_true",
+                   help="also write a train-id PNG per frame: OUT/NAME_frames/NAME_000000_trainid.png, ...")
+    g.add_argument("--smooth", type=float, metavar="ALPHA",
+                   help="average the class probabilities over frames, ALPHA the weight of the past "
+                   "(e.g. 0.5; less flicker, slower to follow motion); default 0: each frame on its own")
 
 
 def _add_export(sub: argparse._SubParsersAction) -> None:

@@ -260,3 +260,18 @@ def test_a_finished_benchmark_without_test_split_gets_only_the_test_split(tmp_pa
     assert generate(out, seed=0, workers=1, **TINY)["status"] == "already generated"
     with pytest.raises(DataError, match="num_test"):  # another test size is other parameters
         generate(out, seed=0, workers=1, **{**TINY, "num_test": 2})
+
+
+def test_panning_clip_moves_the_scene_by_pan_pixels_per_frame():
+    from iccld.data.synthetic import panning_clip
+
+    clean = list(panning_clip((40, 24), 4, pan=3, seed=5, noise=0))
+    assert len(clean) == 4 and clean[0][0].shape == (24, 40, 3) and clean[0][1].shape == (24, 40)
+    for (f0, l0), (f1, l1) in zip(clean, clean[1:]):  # frame t+1 is frame t moved 3 pixels left
+        assert np.array_equal(f1[:, :-3], f0[:, 3:]) and np.array_equal(l1[:, :-3], l0[:, 3:])
+    assert set(np.unique(clean[0][1])) <= set(range(19)) | {255}
+    noisy = list(panning_clip((40, 24), 4, pan=3, seed=5, noise=2.0))
+    diff = noisy[2][0].astype(int) - clean[2][0].astype(int)
+    assert 1.0 < diff.std() < 3.0 and np.array_equal(noisy[2][1], clean[2][1])  # noise on the image only
+    again = list(panning_clip((40, 24), 4, pan=3, seed=5, noise=2.0))
+    assert all(np.array_equal(a[0], b[0]) for a, b in zip(noisy, again))

@@ -1,4 +1,4 @@
-"""``iccld evaluate``, ``iccld predict`` and ``iccld score``."""
+"""``iccld evaluate``, ``iccld predict`` (images and videos) and ``iccld score``."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from ..outputs import OutputError, RunLock, check_output_dir, check_output_file,
 from ..utils import atomic_write_text
 from .loading import load_models, pick_device
 from .metrics import subsets_for_source
+from .video import VIDEO_SUFFIXES, is_video
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -103,17 +104,19 @@ def score_command(args) -> int:
 
 
 def _collect_images(inputs: list[str]) -> list[Path]:
-    """The images named on the command line, folders searched recursively. Only regular files are
-    images: a folder named ``x.png`` or a FIFO in a searched folder is skipped (reading a FIFO would
-    block), and one named directly is refused."""
+    """The images and videos named on the command line, folders searched recursively. Only regular
+    files are taken: a folder named ``x.png`` or a FIFO in a searched folder is skipped (reading a
+    FIFO would block), and one named directly is refused."""
+    suffixes = IMAGE_SUFFIXES + VIDEO_SUFFIXES
     images = []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            found = sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_SUFFIXES and q.is_file()
+            found = sorted(q for q in p.rglob("*") if q.suffix.lower() in suffixes and q.is_file()
                            and stat.S_ISREG(q.stat().st_mode))
             if not found:
-                raise DataError(f"{p}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+                raise DataError(f"{p}: no images ({', '.join(IMAGE_SUFFIXES)}) or videos "
+                                f"({', '.join(VIDEO_SUFFIXES)}) in this folder")
             images.extend(found)
         elif p.exists() and not stat.S_ISREG(p.stat().st_mode):
             raise DataError(f"{p}: not a regular file (a device, FIFO or socket), so not an image")
@@ -124,32 +127,68 @@ def _collect_images(inputs: list[str]) -> list[Path]:
     return images
 
 
-def predict_command(args) -> int:
-    from .predict import predict_images
+def video_flags(args, videos: list[Path]) -> float:
+    """The smoothing factor after checking the video-only flags: --smooth in [0, 1), and --frames
+    and --smooth only with a video among the inputs."""
+    smooth = args.smooth if args.smooth is not None else 0.0
+    if not 0.0 <= smooth < 1.0:
+        raise ConfigError(f"--smooth: the weight of the past frames must be in [0, 1), got {smooth:g}")
+    given = [flag for flag, value in (("--frames", args.frames), ("--smooth", args.smooth)) if value]
+    if given and not videos:
+        raise ConfigError(f"{' and '.join(given)}: apply to videos ({', '.join(VIDEO_SUFFIXES)}) only, "
+                          "and no input is one; drop them")
+    return smooth
 
-    images = _collect_images(args.inputs)
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}" + ("" if count == 1 else "s")
+
+
+def predict_command(args) -> int:
+    from .predict import check_outputs, output_paths, predict_images
+    from .video import VideoReader, predict_video, video_output_paths
+
+    inputs = _collect_images(args.inputs)
+    videos = [p for p in inputs if is_video(p)]
+    images = [p for p in inputs if not is_video(p)]
     submission = getattr(args, "format", "images") == "submission"
     if submission:
         from .submission import check_submission_inputs, submission_command
-        check_submission_inputs(images, args.benchmark)  # before anything is written
-    check_output_dir(args.out)  # a file in the way, a read-only disk: before loading the model
+        check_submission_inputs(inputs, args.benchmark)  # before anything is written
+    smooth = video_flags(args, videos)
+    for video in videos:  # a missing extra, an unreadable header: before loading the model
+        VideoReader(video).close()
+    out = Path(args.out)
+    check_output_dir(out)  # a file in the way, a read-only disk: before loading the model
     loaded = load_models(args.checkpoint, args.which)
     path = "direct" if args.direct else loaded.inference_path
     steps, samples = sampling_flags(args, path, args.checkpoint)
     model = loaded.models[args.which].to(pick_device())
     resize = None if args.native_size or not loaded.val_resize else tuple(loaded.val_resize)
     if submission:
-        with RunLock(Path(args.out)):
+        with RunLock(out):
             return submission_command(args, model, images, path, steps=steps, samples=samples, resize=resize,
                                       keep_ratio=loaded.val_keep_ratio)
-    with RunLock(Path(args.out)):  # one writer per output folder: a second predict into it is refused
-        written = predict_images(model, images, Path(args.out), path=path, steps=steps, samples=samples,
+    with RunLock(out):  # one writer per output folder: a second predict into it is refused
+        # every output of every input checked before the first is written
+        check_outputs([(p, output_paths(out, p, samples > 1)) for p in images]
+                      + [(p, video_output_paths(out, p, args.frames)) for p in videos], overwrite=args.overwrite)
+        written = predict_images(model, images, out, path=path, steps=steps, samples=samples,
                                  seed=args.seed, overwrite=args.overwrite, resize=resize,
                                  keep_ratio=loaded.val_keep_ratio)
+        frames = 0
+        for video in videos:
+            result = predict_video(model, video, out, path=path, steps=steps, samples=samples, seed=args.seed,
+                                   overwrite=args.overwrite, resize=resize, keep_ratio=loaded.val_keep_ratio,
+                                   smooth=smooth, frames=args.frames)
+            written += result.files
+            frames += result.frames
+    kind = "image and video frame" if images and videos else "video frame" if videos else "image"
     fitted = "fitted into" if loaded.val_keep_ratio else "resized to"
-    scale = (f"each image {fitted} {resize[0]}x{resize[1]} (data.val.resize; --native-size keeps it)"
-             if resize else "at each image's native size")
-    print(f"wrote {len(written)} files for {len(images)} images to {args.out} ({scale}; outputs at the "
-          "input's size)", file=sys.stderr)
+    scale = (f"each {kind} {fitted} {resize[0]}x{resize[1]} (data.val.resize; --native-size keeps it)"
+             if resize else f"at each {kind}'s native size")
+    what = " and ".join([_plural(len(images), "image")] * bool(images or not videos)
+                        + [f"{_plural(len(videos), 'video')} ({_plural(frames, 'frame')})"] * bool(videos))
+    print(f"wrote {_plural(len(written), 'file')} for {what} to {args.out} ({scale}; outputs at the input's size)",
+          file=sys.stderr)
     return 0
-

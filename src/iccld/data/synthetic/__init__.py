@@ -9,6 +9,7 @@ docs/synthetic.md.
     generate("bench", seed=0)  # ~3600 images at 256x128, then prepare_dataset on both domains
 """
 
+from .clip import panning_clip
 from .generate import (LABEL_ID_COLORS, benchmark_parameters, generate, image_seed, render_sample,
                        write_benchmark)
 from .style import MATERIALS, SOURCE_STYLE, TARGET_STYLE, DomainStyle, check_style
@@ -16,4 +17,5 @@ from .style import MATERIALS, SOURCE_STYLE, TARGET_STYLE, DomainStyle, check_sty
 __all__ = [
     "DomainStyle", "SOURCE_STYLE", "TARGET_STYLE", "MATERIALS", "check_style", "generate",
     "write_benchmark", "render_sample", "image_seed", "benchmark_parameters", "LABEL_ID_COLORS",
+    "panning_clip",
 ]
