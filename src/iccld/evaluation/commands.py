@@ -102,7 +102,7 @@ def score_command(args) -> int:
     return 0
 
 
-def _collect_images(inputs: list[str]) -> list[Path]:
+def collect_images(inputs: list[str]) -> list[Path]:
     """The images named on the command line, folders searched recursively. Only regular files are
     images: a folder named ``x.png`` or a FIFO in a searched folder is skipped (reading a FIFO would
     block), and one named directly is refused."""
@@ -127,7 +127,7 @@ def _collect_images(inputs: list[str]) -> list[Path]:
 def predict_command(args) -> int:
     from .predict import predict_images
 
-    images = _collect_images(args.inputs)
+    images = collect_images(args.inputs)
     submission = getattr(args, "format", "images") == "submission"
     if submission:
         from .submission import check_submission_inputs, submission_command

@@ -15,7 +15,7 @@ from ..data.labels import colorize
 from ..data.transforms import normalize, resize_image
 from ..errors import DataError
 from ..outputs import check_output_dir, check_output_file, claim_outputs
-from .inference import model_predict
+from .inference import model_device, model_predict
 
 
 def _heatmap(values: np.ndarray) -> np.ndarray:
@@ -60,7 +60,7 @@ def predict_images(model: nn.Module, images: list[Path], out: Path, *, path: str
             names[p] = img
             check_output_file(p, overwrite=overwrite, command="predict", check_dir=False)
     check_output_dir(out)
-    device = next(model.parameters()).device
+    device = model_device(model)
     written = []
     for index, (img, paths) in enumerate(plans):
         rgb = read_image(img)  # (H, W, 3) uint8
