@@ -203,3 +203,35 @@ def test_check_is_skipped_with_a_line_when_the_val_set_is_away(fake_export, run,
 def test_onnx_options_need_onnx(run, tmp_path, capsys):
     assert main(["export", str(run), "--out", str(tmp_path / "m"), "--steps", "2"]) == 2
     assert "apply to --onnx only" in capsys.readouterr().err and not (tmp_path / "m").exists()
+
+
+def test_a_multi_level_unet_traced_at_one_latent_size_runs_at_odd_ones(tmp_path):
+    """eps_theta with down- and upsampling pads its input to a multiple of 4 and crops the output:
+    traced on an 8 x 12 latent (no padding needed), the graph must still pad and crop at 5 x 7."""
+    import onnxruntime as ort
+
+    from iccld.diffusion.unet import run_denoiser
+    from iccld.models.denoiser import build_denoiser
+
+    torch.manual_seed(0)
+    unet = build_denoiser(16, [16, 16, 16], 1, mid_attention=True, mid_block=True).eval()
+    for p in unet.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+
+    class Denoise(torch.nn.Module):
+        def forward(self, z_t, z0):
+            return run_denoiser(unet, z_t, z0, torch.full((z_t.shape[0],), 499))
+
+    axes = {0: "batch", 2: "height", 3: "width"}
+    example = (torch.randn(2, 16, 8, 12), torch.randn(2, 16, 8, 12))  # two tensors: one would be one input
+    with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):
+        torch.onnx.export(Denoise(), example, tmp_path / "unet.onnx", dynamo=True, input_names=["z_t", "z0"],
+                          dynamic_shapes={"z_t": axes, "z0": axes}, verbose=False)
+    session = ort.InferenceSession(str(tmp_path / "unet.onnx"), providers=["CPUExecutionProvider"])
+    for hw in ((8, 12), (5, 7), (3, 10)):
+        z_t, z0 = torch.randn(1, 16, *hw), torch.randn(1, 16, *hw)
+        (ours,) = session.run(None, {"z_t": z_t.numpy(), "z0": z0.numpy()})
+        with torch.no_grad():
+            theirs = Denoise()(z_t, z0)
+        assert ours.shape == (1, 16, *hw)
+        np.testing.assert_allclose(ours, theirs.numpy(), atol=1e-4, rtol=1e-4)
