@@ -205,6 +205,7 @@ def test_onnx_options_need_onnx(run, tmp_path, capsys):
     assert "apply to --onnx only" in capsys.readouterr().err and not (tmp_path / "m").exists()
 
 
+@pytest.mark.filterwarnings("ignore")  # torch.onnx's own notes (merged axis names, deprecations)
 def test_a_multi_level_unet_traced_at_one_latent_size_runs_at_odd_ones(tmp_path):
     """eps_theta with down- and upsampling pads its input to a multiple of 4 and crops the output:
     traced on an 8 x 12 latent (no padding needed), the graph must still pad and crop at 5 x 7."""
@@ -235,3 +236,56 @@ def test_a_multi_level_unet_traced_at_one_latent_size_runs_at_odd_ones(tmp_path)
             theirs = Denoise()(z_t, z0)
         assert ours.shape == (1, 16, *hw)
         np.testing.assert_allclose(ours, theirs.numpy(), atol=1e-4, rtol=1e-4)
+
+
+class _Parity(torch.nn.Module):
+    """image -> "logits" through a pad chosen from the height's parity: as TensorFlow-style padding
+    (MobileNetV2's), computed from a Python int, which the trace fixes to the example's parity."""
+
+    def __init__(self, from_int: bool) -> None:
+        super().__init__()
+        self.from_int = from_int
+
+    def forward(self, image):
+        if self.from_int:
+            pad = 1 if int(image.shape[-2]) % 2 else 0
+        else:  # the same pad written on the symbolic size, which the trace keeps
+            pad = image.shape[-2] % 2
+        pooled = torch.nn.functional.avg_pool2d(torch.nn.functional.pad(image, (0, 0, 0, pad), value=5.0), 2)
+        return torch.nn.functional.interpolate(pooled, size=image.shape[-2:], mode="nearest")
+
+
+@pytest.mark.parametrize("from_int, multiple", [(False, 1), (True, 32)])
+def test_a_graph_fixed_to_even_sides_is_marked_and_refuses_other_sizes(from_int, multiple, exported):
+    from dataclasses import replace
+
+    from iccld.errors import DataError
+    from iccld.io.onnx import EXAMPLE_BATCH, EXAMPLE_HW, OnnxPredictor, _size_multiple, _trace
+
+    info = replace(load_onnx(exported[0] / DIRECT_ONNX_FILE).config, num_classes=3)
+    module = _Parity(from_int)
+    proto = _trace(module, (torch.randn(EXAMPLE_BATCH, 3, *EXAMPLE_HW),), {"image": {0: "batch", 2: "height", 3: "width"}},
+                   info)
+    data = proto.SerializeToString()
+    assert _size_multiple(module, data, info, "parity.onnx") == multiple
+    import onnxruntime as ort
+
+    predictor = OnnxPredictor(Path("parity.onnx"), ort.InferenceSession(data, providers=["CPUExecutionProvider"]),
+                              replace(info, size_multiple=multiple))
+    x = torch.randn(1, 3, 64, 96)
+    torch.testing.assert_close(predictor.predict(x, diffusion=False).logits, module(x))
+    if multiple > 1:
+        with pytest.raises(DataError, match=r"parity.onnx: takes images whose sides are multiples of 32 .*got 97x63"):
+            predictor.predict(torch.randn(1, 3, 63, 97), diffusion=False)
+
+
+def test_a_graph_right_at_no_size_is_refused(exported):
+    from iccld.errors import CheckpointError
+    from iccld.io.onnx import EXAMPLE_BATCH, EXAMPLE_HW, _size_multiple, _trace
+
+    info = load_onnx(exported[0] / DIRECT_ONNX_FILE).config
+    module = _Parity(False)
+    data = _trace(module, (torch.randn(EXAMPLE_BATCH, 3, *EXAMPLE_HW),), {"image": {0: "batch", 2: "height", 3: "width"}},
+                  info).SerializeToString()
+    with pytest.raises(CheckpointError, match="parity.onnx: the traced direct path gives the network's logits neither"):
+        _size_multiple(lambda image: module(image) + 1.0, data, info, "parity.onnx")

@@ -213,6 +213,7 @@ def _export_onnx(final: Path, out: Path, config: dict, cfg_path: Path, inference
     record = {"files": {path: file.name for path, file in files.items()},
               "inference_path_file": files.get(inference_path, files["diffusion"]).name,
               "opset": OPSET, "steps": info.steps, "timesteps": info.timesteps,
+              "size_multiple": max(p.config.size_multiple for p in predictors.values()),
               "inputs": {ONNX_FILE: ["image (B, 3, H, W)", noise], DIRECT_ONNX_FILE: ["image (B, 3, H, W)"]},
               "normalisation": {"mean": info.pixel_mean, "std": info.pixel_std}}
     found = _check_items(from_dict(config, str(cfg_path)), check_images, check_max_images)

@@ -42,8 +42,11 @@ def image_items(images: list[Path], resize: tuple[int, int] | None = None) -> It
         yield normalize(resize_image(rgb, resize) if resize else rgb).unsqueeze(0), None
 
 
-def second_size(height: int, width: int) -> tuple[int, int]:
-    """An odd (H, W) about 3/4 of the given one, at least 33 pixels: a size other than the first."""
+def second_size(height: int, width: int, multiple: int = 1) -> tuple[int, int]:
+    """A size other than the first: (H, W) about 3/4 of the given one, odd and at least 33 pixels,
+    or for a graph that takes multiples of ``multiple`` > 1 only, the nearest multiples (at least 2x)."""
+    if multiple > 1:
+        return tuple(max(2 * multiple, (side * 3 // 4) // multiple * multiple) for side in (height, width))
     return max(33, (height * 3 // 4) | 1), max(33, (width * 3 // 4) | 1)
 
 
@@ -98,7 +101,7 @@ def compare_onnx(model, predictors: dict[str, OnnxPredictor], items: Iterable[tu
             tallies[path].add(*_both(model, predictor, image, seed * 1_000_003 + index), label)
     if first is None:
         return {"images": 0}
-    size = second_size(*first.shape[-2:])
+    size = second_size(*first.shape[-2:], max(p.config.size_multiple for p in predictors.values()))
     other = F.interpolate(first, size=size, mode="bilinear", align_corners=False)
     for path, predictor in predictors.items():
         resized[path].add(*_both(model, predictor, other, seed * 1_000_003), None)

@@ -114,6 +114,7 @@ class OnnxInfo:
     pixel_mean: list[float]
     pixel_std: list[float]
     iccld_version: str
+    size_multiple: int = 1  # H and W must be multiples of this (1: any size; see export_onnx)
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
 
@@ -139,9 +140,12 @@ def export_onnx(model: ICCLD, folder: str | Path, steps: int | None = None) -> d
     """Write :data:`ONNX_FILE` (K = ``steps`` DDIM steps, default ``model.sampling_steps``) and
     :data:`DIRECT_ONNX_FILE` of ``model`` into ``folder``, each atomically; returns {path: file}.
 
-    The network is traced on the CPU in fp32, in eval mode (its mode is restored afterwards).
-    Raises ConfigError when the ``onnx`` extra is missing, CheckpointError when a graph cannot be
-    captured.
+    The network is traced on the CPU in fp32, in eval mode (its mode is restored afterwards). Each
+    graph is then run with onnxruntime at an odd size (97x131) against the network: a graph the trace
+    fixed to its example's sizes (MobileNetV2's TensorFlow-style padding is computed from Python
+    ints) is tried at 128x96 too and, when it holds there, marked as taking sides that are multiples
+    of 32 (``size_multiple``; the example's sides are). Raises ConfigError when the ``onnx`` extra is
+    missing, CheckpointError when a graph cannot be captured or holds at neither size.
     """
     require_export_packages()
     steps = model.sampling_steps if steps is None else steps
@@ -172,15 +176,19 @@ def export_onnx(model: ICCLD, folder: str | Path, steps: int | None = None) -> d
         written = {}
         for path, (module, args, axes, meta) in graphs.items():
             out = folder / (ONNX_FILE if path == "diffusion" else DIRECT_ONNX_FILE)
-            atomic_write_bytes(out, _trace(module, args, axes, meta))
+            proto = _trace(module, args, axes, meta)
+            meta = replace(meta, size_multiple=_size_multiple(module, proto.SerializeToString(), meta, out.name))
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = METADATA_KEY, json.dumps(asdict(meta))
+            atomic_write_bytes(out, proto.SerializeToString())
             written[path] = out
         return written
     finally:
         model.train(was_training).to(device)
 
 
-def _trace(module: nn.Module, args: tuple, axes: dict, info: OnnxInfo) -> bytes:
-    """The serialised ONNX model of ``module`` on ``args``, with ``info`` as its metadata."""
+def _trace(module: nn.Module, args: tuple, axes: dict, info: OnnxInfo):
+    """The ONNX model (an ``onnx.ModelProto``) of ``module`` on ``args``, its ``axes`` dynamic."""
     names = list(axes)
     chatter = io.StringIO()  # torch.onnx prints its progress and logs warnings about absent torchvision ops
     logger = logging.getLogger("torch.onnx")
@@ -198,10 +206,37 @@ def _trace(module: nn.Module, args: tuple, axes: dict, info: OnnxInfo) -> bytes:
     finally:
         logger.setLevel(level)
     proto = program.model_proto
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = METADATA_KEY, json.dumps(asdict(info))
     proto.producer_name, proto.producer_version = "iccld", __version__
-    return proto.SerializeToString()
+    return proto
+
+
+# (H, W) a traced graph is tried at: odd sides, then multiples of 32
+PROBES = ((1, (97, 131)), (32, (96, 128)))
+
+
+def _size_multiple(module: nn.Module, data: bytes, info: OnnxInfo, name: str) -> int:
+    """1 when the serialised graph gives ``module``'s logits at odd sides, 32 when only at multiples
+    of 32; CheckpointError when at neither (see :func:`export_onnx`)."""
+    import onnxruntime as ort
+
+    options = _session_options(ort, None)
+    session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+    generator = torch.Generator().manual_seed(2)
+    for multiple, (h, w) in PROBES:
+        feed = {"image": torch.randn(1, 3, h, w, generator=generator)}
+        if info.path == "diffusion":
+            feed["noise"] = torch.randn(1, info.latent_channels, *info.latent_size(h, w), generator=generator)
+        with torch.no_grad():
+            expected = module(*feed.values())
+        try:
+            (got,) = session.run(["logits"], {k: v.numpy() for k, v in feed.items()})
+        except Exception:  # onnxruntime's own error types: a shape the graph does not take
+            continue
+        if torch.allclose(torch.from_numpy(got), expected, atol=1e-3, rtol=1e-3):
+            return multiple
+    raise CheckpointError(f"{name}: the traced {info.path} path gives the network's logits neither at "
+                          f"{PROBES[0][1][1]}x{PROBES[0][1][0]} nor at {PROBES[1][1][1]}x{PROBES[1][1][0]} (WxH); "
+                          "this network does not export to ONNX")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -215,6 +250,7 @@ def _session_options(ort, threads: int | None):
     options.inter_op_num_threads = 1
     # idle threads sleep instead of spinning, as the CLI's OMP_WAIT_POLICY=PASSIVE asks of torch's
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 4  # its errors reach the user as iccld's one-line errors, not its log
     return options
 
 
@@ -269,6 +305,10 @@ class OnnxPredictor:
             other = DIRECT_ONNX_FILE if diffusion is False else ONNX_FILE
             raise ConfigError(f"{self.file}: holds the {self.path} path; the {'direct' if not diffusion else 'diffusion'} "
                               f"path is in {other} beside it (`iccld export --onnx` writes both)")
+        m = self.config.size_multiple
+        if x.shape[-2] % m or x.shape[-1] % m:
+            raise DataError(f"{self.file}: takes images whose sides are multiples of {m} (the network's padding "
+                            f"was fixed when it was traced), got {x.shape[-1]}x{x.shape[-2]} (WxH); resize them")
         if not diffusion:
             return Prediction(self.run(x), None)
         if steps is not None and steps != self.config.steps:
