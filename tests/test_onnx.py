@@ -289,3 +289,14 @@ def test_a_graph_right_at_no_size_is_refused(exported):
                   info).SerializeToString()
     with pytest.raises(CheckpointError, match="parity.onnx: the traced direct path gives the network's logits neither"):
         _size_multiple(lambda image: module(image) + 1.0, data, info, "parity.onnx")
+
+
+def test_an_export_beyond_the_targets_exits_1_with_a_line(fake_export, run, tmp_path, monkeypatch, capsys):
+    import iccld.evaluation.onnx_check as onnx_check
+
+    monkeypatch.setattr(onnx_check, "ARGMAX_TARGET", 100.5)  # no predictor can meet it
+    assert main(["export", str(run), "--out", str(tmp_path / "m"), "--onnx", "--check-max-images", "2"]) == 1
+    err = capsys.readouterr().err
+    assert "the ONNX predictors differ from PyTorch beyond the targets" in err and "on 2 images" in err
+    check = json.loads((tmp_path / "m" / "training.json").read_text())["onnx"]["check"]
+    assert check["met"] is False and check["diffusion"]["images"] == 2 and check["targets"]["argmax_identical_percent"] == ">= 100.5"
