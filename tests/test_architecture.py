@@ -23,7 +23,7 @@ ALLOWED: dict[str, set[str]] = {
     "config": {"sections", "methods"},
     "evaluation": {"config", "data", "diffusion", "io", "methods", "models", "sections"},
     "training": {"config", "data", "evaluation", "io", "methods", "models"},
-    "hub": {"config", "data", "io"},
+    "hub": {"config", "data", "evaluation", "io"},
     "demo": {"config", "data", "evaluation", "io", "presets", "training"},
     "app": {"data", "evaluation"},
     "cli": {"app", "data", "demo", "evaluation", "hub", "training"},

@@ -54,7 +54,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="mIoU and per-class IoU of a checkpoint on a split")
     p.add_argument("--checkpoint", required=True,
-                   help="run folder, last.ckpt, save_pretrained folder or Hub repo id USER/NAME[@REV]")
+                   help="run folder, last.ckpt, save_pretrained folder, Hub repo id USER/NAME[@REV] or "
+                   "a .onnx file of `iccld export --onnx` (run with onnxruntime)")
     p.add_argument("--config", help="config naming the dataset (default: the one saved with the checkpoint)")
     p.add_argument("overrides", nargs="*", help="key=value overrides of the config")
     p.add_argument("--split", help="replaces data.val.split (default: the config's, e.g. val; test for "
@@ -89,7 +90,8 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("inputs", nargs="+", help="images, videos (.mp4 .webm .avi .gif; needs iccld[video]) or "
                    "folders of them")
     p.add_argument("--checkpoint", required=True,
-                   help="run folder, last.ckpt, save_pretrained folder or Hub repo id USER/NAME[@REV]")
+                   help="run folder, last.ckpt, save_pretrained folder, Hub repo id USER/NAME[@REV] or "
+                   "a .onnx file of `iccld export --onnx` (run with onnxruntime)")
     p.add_argument("--out", required=True)
     p.add_argument("--steps", type=int)
     p.add_argument("--samples", type=int, help="noise draws per image (default 1; 2+ adds the uncertainty map of an image)")
@@ -122,6 +124,14 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="the model folder to write")
     p.add_argument("--repo-id", help="USER/NAME the model will have on the Hub (used in the model card)")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier export in --out")
+    g = p.add_argument_group("ONNX (needs pip install 'iccld[onnx]')")
+    g.add_argument("--onnx", action="store_true", help="also write model.onnx (the diffusion path, its noise an "
+                   "input) and model_direct.onnx (the stage-1 path), checked against PyTorch on the config's val images")
+    g.add_argument("--steps", type=int, help="DDIM steps K unrolled into model.onnx (default: model.sampling_steps)")
+    g.add_argument("--check-images", nargs="+", metavar="IMAGE",
+                   help="check on these images or folders instead of the val set (no labels: no mIoU difference)")
+    g.add_argument("--check-max-images", type=_count, default=0, metavar="N",
+                   help="check on the first N val images (0: all)")
 
 
 def _add_push(sub: argparse._SubParsersAction) -> None:

@@ -17,6 +17,10 @@ EMA weights of a finished run) plus
 so the same folder uploads as a model repo (``iccld push``) or as a Gradio Space (``hf upload
 USER/NAME FOLDER --repo-type space``), whose page is the web demo of ``iccld app``.
 
+and, with ``--onnx``, the predictor as ONNX (:mod:`iccld.io.onnx`): ``model.onnx`` (the diffusion
+path, the noise an input) and ``model_direct.onnx`` (the stage-1 path), checked against PyTorch on
+the config's val images (:mod:`iccld.evaluation.onnx_check`); the figures go into training.json.
+
 Repo ids are resolved with ``huggingface_hub.snapshot_download``, so the Hub cache, ``HF_HOME``,
 ``HF_HUB_CACHE`` and ``HF_HUB_OFFLINE=1`` behave as in every other Hub library. A path that exists
 locally always wins over a repo id of the same spelling.
@@ -122,14 +126,20 @@ def _check_apart(source: Path, out: Path) -> None:
                               "choose an --out outside it")
 
 
-def export_run(run: str | Path, out: str | Path, *, repo_id: str | None = None,
-               overwrite: bool = False) -> Path:
+def export_run(run: str | Path, out: str | Path, *, repo_id: str | None = None, overwrite: bool = False,
+               onnx: bool = False, onnx_steps: int | None = None, check_images: list[Path] | None = None,
+               check_max_images: int = 0) -> Path:
     """Write the model folder of the finished run ``run`` to ``out`` (see the module doc).
 
-    ``repo_id`` only fills in the model card's usage lines. A non-empty ``out`` is refused unless
-    ``overwrite``, and even then only when it holds an earlier export, whose files (:data:`EXPORT_FILES`)
-    are replaced; nothing else in it is touched (a Hub clone's ``.git/``, notes). An ``out`` that is,
-    holds or lies inside ``run`` is refused before anything is written.
+    ``onnx`` also writes the ONNX predictors (K = ``onnx_steps`` DDIM steps, default the model's)
+    and checks them against PyTorch on ``check_images`` or, without them, on the first
+    ``check_max_images`` (0: all) images of the config's val set, skipped with a reason when that
+    set cannot be read. ``repo_id`` only fills in the model card's usage lines.
+
+    A non-empty ``out`` is refused unless ``overwrite``, and even then only when it holds an earlier
+    export, whose files (:data:`EXPORT_FILES`, and the ONNX files, removed by an export without
+    ``onnx``) are replaced; nothing else in it is touched (a Hub clone's ``.git/``, notes). An
+    ``out`` that is, holds or lies inside ``run`` is refused before anything is written.
     """
     run, out = Path(run), Path(out)
     final = run / "final"
@@ -160,12 +170,21 @@ def export_run(run: str | Path, out: str | Path, *, repo_id: str | None = None,
     except (KeyError, TypeError, ValueError):
         raise CheckpointError(f"{run / 'results.json'}: no val.ema.miou entry (written by an older iccld?)") from None
 
+    if onnx:  # before anything is written: a missing extra is one line, not a half export
+        from .io.onnx import require_export_packages
+        require_export_packages()
     out.mkdir(parents=True, exist_ok=True)
     # says "an export of ours, stopped part-way" until the last file is written, so that a later
     # `export --overwrite` recognises and completes it
     atomic_write_text(out / PARTIAL_EXPORT, f"iccld export of {run}, in progress\n")
     for name in MODEL_FILES:
         atomic_copy(final / name, out / name)
+    onnx_record = None
+    if onnx:
+        path = info.get("inference_path", results.get("inference_path", "diffusion"))
+        onnx_record = _export_onnx(final, out, config, cfg_path, path, onnx_steps, check_images, check_max_images)
+    else:
+        _remove_onnx(out)
     how, command = _measured_by(config, info)
     repo = repo_id or f"USER/{out.name}"
     provenance = {
@@ -182,6 +201,8 @@ def export_run(run: str | Path, out: str | Path, *, repo_id: str | None = None,
         "command": command.format(model=repo),
         "iccld_version": __version__,
     }
+    if onnx_record is not None:
+        provenance["onnx"] = onnx_record
     atomic_write_text(out / "training.json", json.dumps(provenance, indent=2) + "\n")
     atomic_write_text(out / "config.yaml", cfg_path.read_text())
     atomic_write_text(out / "labels.json", json.dumps(_labels(), indent=2) + "\n")
@@ -190,6 +211,63 @@ def export_run(run: str | Path, out: str | Path, *, repo_id: str | None = None,
     atomic_write_text(out / "requirements.txt", f"iccld[app]=={__version__}\n")
     (out / PARTIAL_EXPORT).unlink()
     return out
+
+
+def _export_onnx(final: Path, out: Path, config: dict, cfg_path: Path, inference_path: str, steps: int | None,
+                 check_images: list[Path] | None, check_max_images: int) -> dict:
+    """Write the ONNX predictors of the model in ``final`` into ``out`` and check them; returns the
+    provenance record (files, which of them is the run's ``inference_path``, opset, K, inputs, the
+    check's figures or why it was skipped)."""
+    from .config import from_dict
+    from .evaluation.onnx_check import compare_onnx
+    from .io import load_pretrained
+    from .io.onnx import DIRECT_ONNX_FILE, ONNX_FILE, OPSET, export_onnx, load_onnx
+
+    model = load_pretrained(final).eval()
+    files = export_onnx(model, out, steps)
+    predictors = {path: load_onnx(file) for path, file in files.items()}
+    info = predictors["diffusion"].config
+    noise = f"noise (B, {info.latent_channels}, ceil(H/{info.latent_stride}), ceil(W/{info.latent_stride}))"
+    record = {"files": {path: file.name for path, file in files.items()},
+              "inference_path_file": files.get(inference_path, files["diffusion"]).name,
+              "opset": OPSET, "steps": info.steps, "timesteps": info.timesteps,
+              "size_multiple": max(p.config.size_multiple for p in predictors.values()),
+              "inputs": {ONNX_FILE: ["image (B, 3, H, W)", noise], DIRECT_ONNX_FILE: ["image (B, 3, H, W)"]},
+              "normalisation": {"mean": info.pixel_mean, "std": info.pixel_std}}
+    found = _check_items(from_dict(config, str(cfg_path)), check_images, check_max_images)
+    if isinstance(found, str):
+        record["check"] = {"skipped": found}
+    else:
+        items, source = found
+        record["check"] = {"on": source, "seed": 0, **compare_onnx(model, predictors, items)}
+    return record
+
+
+def _check_items(run_config, images: list[Path] | None, max_images: int):
+    """(the images an ONNX export is checked on, a description of them): ``images`` (resized as
+    ``predict`` resizes them) or the config's val set; a string saying why when that set cannot be read."""
+    from .data.build import build_val_dataset
+    from .errors import DataError
+    from .evaluation.onnx_check import dataset_items, image_items
+
+    val = run_config.data.val
+    if images:
+        return image_items(images, tuple(val.resize) if val.resize else None), f"{len(images)} images named by --check-images"
+    try:
+        dataset = build_val_dataset(run_config.data)
+    except DataError as exc:
+        return (f"the config's val set ({val.kind} {val.split} at {val.root}) is not readable here ({exc}); "
+                "pass --check-images IMAGES to check on images")
+    count = len(dataset) if max_images <= 0 else min(max_images, len(dataset))
+    return dataset_items(dataset, max_images), f"{count} images of the {val.kind} {val.split} split at {val.root}"
+
+
+def _remove_onnx(out: Path) -> None:
+    """An export without --onnx over an earlier one with it: its ONNX files would no longer match."""
+    from .io.onnx import ONNX_FILES
+
+    for name in ONNX_FILES:
+        (out / name).unlink(missing_ok=True)
 
 
 def model_card(provenance: dict, repo_id: str) -> str:
@@ -227,7 +305,7 @@ domain adaptation), trained with the `{provenance['method']}` method on {bench['
 | measured by | {provenance['measured_by']} |
 | measure again | `{provenance['command']}` (with `data.val.root` pointing at your copy) |
 | inference path | `{provenance['inference_path']}` |
-| iccld | {provenance['iccld_version']} |
+{_onnx_row(provenance.get("onnx"))}| iccld | {provenance['iccld_version']} |
 
 ## Use
 
@@ -250,6 +328,21 @@ holds the class names, the palette and the Cityscapes label ids; `training.json`
 |---|---|
 {rows}
 """
+
+
+def _onnx_row(record: dict | None) -> str:
+    """The model card's ONNX row (with its newline), empty without ONNX files."""
+    if not record:
+        return ""
+    check = record.get("check", {})
+    diffusion = check.get("diffusion")
+    if diffusion:
+        measured = f"; identical argmax on {diffusion['argmax_identical_percent']:.2f}% of pixels against PyTorch ({check['on']})"
+    else:
+        measured = f"; not checked: {check.get('skipped', 'no images')}"
+    return (f"| ONNX | `model.onnx` (diffusion path, K={record['steps']}, noise as input), `model_direct.onnx` "
+            f"(stage-1 path), opset {record['opset']}; this model's inference path: `{record['inference_path_file']}`"
+            f"{measured} |\n")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -302,13 +395,17 @@ def check_export(folder: str | Path) -> list[str]:
     if card.data.library_name != LIBRARY_NAME or not card.data.eval_results:
         raise CheckpointError(f"{folder / 'README.md'}: the metadata header needs library_name: {LIBRARY_NAME} "
                               "and a model-index with the mIoU")
-    return sorted(EXPORT_FILES)
+    from .io.onnx import ONNX_FILES
+
+    return sorted(EXPORT_FILES + tuple(name for name in ONNX_FILES if (folder / name).is_file()))
 
 
 def other_files(folder: Path) -> list[str]:
     """Files in ``folder`` that are not the export's (left out of an upload), ``.git/`` not listed."""
+    from .io.onnx import ONNX_FILES
+
     return sorted(p.relative_to(folder).as_posix() for p in Path(folder).rglob("*")
-                  if p.is_file() and p.relative_to(folder).as_posix() not in EXPORT_FILES
+                  if p.is_file() and p.relative_to(folder).as_posix() not in EXPORT_FILES + ONNX_FILES
                   and p.relative_to(folder).parts[0] != ".git")
 
 
@@ -348,11 +445,34 @@ def push_folder(folder: str | Path, repo_id: str, *, private: bool = False, revi
 
 
 def export_command(args) -> int:
-    out = export_run(args.run, args.out, repo_id=args.repo_id, overwrite=args.overwrite)
+    if not args.onnx and (args.steps is not None or args.check_images or args.check_max_images):
+        raise ConfigError("--steps, --check-images and --check-max-images: apply to --onnx only; add --onnx")
+    if args.steps is not None and args.steps < 1:
+        raise ConfigError(f"--steps: must be >= 1, got {args.steps}")
+    images = None
+    if args.check_images:
+        from .evaluation.commands import collect_images
+        images = collect_images(args.check_images, videos=False)
+    out = export_run(args.run, args.out, repo_id=args.repo_id, overwrite=args.overwrite, onnx=args.onnx,
+                     onnx_steps=args.steps, check_images=images, check_max_images=args.check_max_images)
     info = json.loads((out / "training.json").read_text())
     print(f"exported {args.run} to {out}: {info['method']}, {info['iteration']} iterations, "
           f"{info['benchmark']['name']}, val mIoU {info['val_miou']:.2f}; upload with "
           f"`iccld push {out} --repo-id USER/NAME`", file=sys.stderr)
+    check = info.get("onnx", {}).get("check")
+    if check is None:
+        return 0
+    if "skipped" in check:
+        print(f"ONNX check skipped: {check['skipped']}", file=sys.stderr)
+        return 0
+    from .evaluation.onnx_check import format_check
+
+    for line in format_check(check):
+        print(line, file=sys.stderr)
+    if not check.get("met", True):
+        print(f"iccld export: the ONNX predictors differ from PyTorch beyond the targets ({check['targets']}); "
+              f"see {out / 'training.json'}", file=sys.stderr)
+        return 1
     return 0
 
 

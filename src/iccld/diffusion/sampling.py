@@ -47,9 +47,19 @@ def ddim_sample(denoise: Callable[[torch.Tensor, int], torch.Tensor], sampler: D
     Returns:
         z0_hat (B, Cz, h, w): the scheduler's clean-latent estimate at the last step.
     """
+    return ddim_loop(denoise, sampler, z_T, ddim_timesteps(sampler, steps))
+
+
+def ddim_loop(denoise: Callable[[torch.Tensor, int], torch.Tensor], sampler: DDIMScheduler,
+              z_T: torch.Tensor, timesteps: list[int]) -> torch.Tensor:
+    """The loop of :func:`ddim_sample` over ``timesteps``, which must be :func:`ddim_timesteps` of
+    this ``sampler`` (whose ``step`` reads the K they were set for). Split out for tracing: the
+    timesteps are plain ints chosen before the trace, so the traced graph holds K unrolled steps."""
+    if sampler.num_inference_steps != len(timesteps):
+        raise ValueError(f"the sampler is set for {sampler.num_inference_steps} steps, not the {len(timesteps)} given")
     z = z_T
     z0_hat = z_T
-    for t in ddim_timesteps(sampler, steps):
+    for t in timesteps:
         out = denoise(z, t)  # (B, Cz, h, w)
         z, z0_hat = sampler.step(out, t, z, eta=0.0, return_dict=False)
     return z0_hat

@@ -103,11 +103,11 @@ def score_command(args) -> int:
     return 0
 
 
-def _collect_images(inputs: list[str]) -> list[Path]:
-    """The images and videos named on the command line, folders searched recursively. Only regular
-    files are taken: a folder named ``x.png`` or a FIFO in a searched folder is skipped (reading a
-    FIFO would block), and one named directly is refused."""
-    suffixes = IMAGE_SUFFIXES + VIDEO_SUFFIXES
+def collect_images(inputs: list[str], videos: bool = True) -> list[Path]:
+    """The images (and, with ``videos``, the videos) named on the command line, folders searched
+    recursively. Only regular files are taken: a folder named ``x.png`` or a FIFO in a searched folder
+    is skipped (reading a FIFO would block), and one named directly is refused."""
+    suffixes = IMAGE_SUFFIXES + (VIDEO_SUFFIXES if videos else ())
     images = []
     for item in inputs:
         p = Path(item)
@@ -115,8 +115,9 @@ def _collect_images(inputs: list[str]) -> list[Path]:
             found = sorted(q for q in p.rglob("*") if q.suffix.lower() in suffixes and q.is_file()
                            and stat.S_ISREG(q.stat().st_mode))
             if not found:
-                raise DataError(f"{p}: no images ({', '.join(IMAGE_SUFFIXES)}) or videos "
-                                f"({', '.join(VIDEO_SUFFIXES)}) in this folder")
+                raise DataError(f"{p}: no images ({', '.join(IMAGE_SUFFIXES)})"
+                                + (f" or videos ({', '.join(VIDEO_SUFFIXES)})" if videos else "")
+                                + " in this folder")
             images.extend(found)
         elif p.exists() and not stat.S_ISREG(p.stat().st_mode):
             raise DataError(f"{p}: not a regular file (a device, FIFO or socket), so not an image")
@@ -148,7 +149,7 @@ def predict_command(args) -> int:
     from .predict import check_outputs, output_paths, predict_images
     from .video import VideoReader, predict_video, video_output_paths
 
-    inputs = _collect_images(args.inputs)
+    inputs = collect_images(args.inputs)
     videos = [p for p in inputs if is_video(p)]
     images = [p for p in inputs if not is_video(p)]
     submission = getattr(args, "format", "images") == "submission"

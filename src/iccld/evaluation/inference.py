@@ -55,6 +55,14 @@ def model_predict(model, x: torch.Tensor, **kwargs):
         return model.predict(x, **kwargs)
 
 
+def model_device(model) -> torch.device:
+    """Where a model's inputs go: a network's parameters' device, or the ``device`` a predictor
+    without parameters names (an ONNX predictor: the CPU)."""
+    if isinstance(model, torch.nn.Module):
+        return next(model.parameters()).device
+    return torch.device(model.device)
+
+
 def _resize_to(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     if tuple(logits.shape[-2:]) == tuple(size):
         return logits

@@ -27,7 +27,11 @@ class LoadedModels:
 
 def load_models(checkpoint: str, which: str = "ema") -> LoadedModels:
     """``which`` is model | ema | both. A save_pretrained folder holds one model (the EMA model of a
-    finished run), which serves every ``which`` but ``both``."""
+    finished run), which serves every ``which`` but ``both``; so does a ``.onnx`` file of ``iccld
+    export --onnx`` (run with onnxruntime; the export's config.yaml and training.json beside it
+    give the dataset config and the method)."""
+    if str(checkpoint).lower().endswith(".onnx"):
+        return _load_onnx(Path(checkpoint), which)
     ref = resolve_checkpoint(checkpoint)
     wanted = ("model", "ema") if which == "both" else (which,)
     if ref.kind == "pretrained":
@@ -56,6 +60,20 @@ def load_models(checkpoint: str, which: str = "ema") -> LoadedModels:
     made_by = state.get("method") or _describe(config.method.name)
     return LoadedModels(models, config, made_by["inference_path"], made_by["name"], config.data.val.resize,
                         config.data.val.keep_ratio)
+
+
+def _load_onnx(file: Path, which: str) -> LoadedModels:
+    from ..io.onnx import load_onnx
+
+    if which == "both":
+        raise CheckpointError(f"{file}: an ONNX file holds one model; use --which ema")
+    predictor = load_onnx(file)
+    config = _exported_config(file.parent)
+    info = read_training_info(file.parent)
+    resize = config.data.val.resize if config is not None else info.get("val_resize")
+    keep_ratio = config.data.val.keep_ratio if config is not None else info.get("val_keep_ratio", True)
+    return LoadedModels({which: predictor}, config, predictor.path, info.get("method", "unknown"), resize,
+                        keep_ratio)
 
 
 def _exported_config(folder: Path) -> Config | None:

@@ -21,7 +21,7 @@ from ..data.labels import colorize
 from ..data.transforms import normalize, resize_image
 from ..errors import DataError
 from ..outputs import check_output_dir, check_output_file, claim_outputs
-from .inference import model_predict
+from .inference import model_device, model_predict
 
 NOISE_SEED_STRIDE = 1_000_003  # image i of a call draws its noise from seed * stride + i
 
@@ -67,7 +67,7 @@ def predict_rgb(model: nn.Module, rgb: np.ndarray, *, path: str, steps: int | No
     to ``resize`` (W, H) (fitted into it keeping its aspect ratio when ``keep_ratio``, as
     data.val.keep_ratio), or at its own size when None. A DataError (an image too small for the
     encoder) propagates for the caller to name the file."""
-    device = next(model.parameters()).device
+    device = model_device(model)
     x = normalize(resize_image(rgb, resize, keep_ratio) if resize else rgb).unsqueeze(0).to(device)  # (1, 3, h, w)
     return model_predict(model, x, steps=steps, samples=samples, generator=generator,
                          diffusion=(path == "diffusion"))

@@ -15,6 +15,7 @@ Tensors in, tensors out: saving and loading live in :mod:`iccld.io`.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import Any, NamedTuple, Optional
 
 import torch
@@ -30,6 +31,27 @@ class Prediction(NamedTuple):
 
     logits: torch.Tensor
     uncertainty: Optional[torch.Tensor]
+
+
+def average_draws(draws: Iterable[torch.Tensor]) -> Prediction:
+    """The mean of the logits (B, C, H, W) of several noise draws, and as uncertainty the per-pixel
+    population variance across draws averaged over classes, (B, H, W); None for a single draw.
+    Welford's running mean and sum of squared deviations, so one draw's logits are held at a time."""
+    mean = m2 = None
+    count = 0
+    for logits in draws:
+        count += 1
+        if mean is None:
+            mean = logits
+            continue
+        if m2 is None:  # from the second draw on: one draw needs no variance
+            m2 = torch.zeros_like(logits)
+        delta = logits - mean
+        mean = mean + delta / count
+        m2 = m2 + delta * (logits - mean)
+    if mean is None:
+        raise ValueError("average_draws: no draws")
+    return Prediction(mean, (m2 / count).mean(dim=1) if m2 is not None else None)
 
 
 def upgrade_state_dict(state: dict, prefix: str = "") -> dict:
@@ -155,17 +177,8 @@ class ICCLD(nn.Module):
             raise ValueError(f"samples: the number of noise draws must be an integer >= 1, got {samples!r}")
         b = z0.shape[0]
         z_hat = self.diffusion.sample(z0, steps, samples, generator)  # (samples*B, Cz, h, w)
-        mean = m2 = None
-        for i in range(samples):  # D once per draw, Welford's running mean and sum of squared deviations
-            logits = self.decode(z_hat[i * b:(i + 1) * b], skips, size)  # (B, C, H, W)
-            if mean is None:
-                mean, m2 = logits, (torch.zeros_like(logits) if samples > 1 else None)
-                continue
-            delta = logits - mean
-            mean = mean + delta / (i + 1)
-            m2 = m2 + delta * (logits - mean)
-        uncertainty = (m2 / samples).mean(dim=1) if samples > 1 else None  # (B, H, W)
-        return Prediction(mean, uncertainty)
+        # D once per draw, each draw's logits (B, C, H, W) averaged as they come
+        return average_draws(self.decode(z_hat[i * b:(i + 1) * b], skips, size) for i in range(samples))
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """Parameters by part; the trainer gives "encoder" (the backbone's part that ImageNet weights
