@@ -252,7 +252,8 @@ def _check_items(run_config, images: list[Path] | None, max_images: int):
 
     val = run_config.data.val
     if images:
-        return image_items(images, tuple(val.resize) if val.resize else None), f"{len(images)} images named by --check-images"
+        return (image_items(images, tuple(val.resize) if val.resize else None, val.keep_ratio),
+                f"{len(images)} images named by --check-images")
     try:
         dataset = build_val_dataset(run_config.data)
     except DataError as exc:

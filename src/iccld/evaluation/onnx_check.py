@@ -34,12 +34,13 @@ def dataset_items(dataset, max_images: int = 0) -> Iterator[tuple[torch.Tensor, 
         yield item["image"].unsqueeze(0), item["label"].unsqueeze(0)
 
 
-def image_items(images: list[Path], resize: tuple[int, int] | None = None) -> Iterator[tuple[torch.Tensor, None]]:
+def image_items(images: list[Path], resize: tuple[int, int] | None = None,
+                keep_ratio: bool = True) -> Iterator[tuple[torch.Tensor, None]]:
     """(image (1, 3, H, W), None) of image files, each resized to ``resize`` (W, H) when given, as
     ``iccld predict`` does."""
     for path in images:
         rgb = read_image(path)
-        yield normalize(resize_image(rgb, resize) if resize else rgb).unsqueeze(0), None
+        yield normalize(resize_image(rgb, resize, keep_ratio) if resize else rgb).unsqueeze(0), None
 
 
 def second_size(height: int, width: int, multiple: int = 1) -> tuple[int, int]:
