@@ -40,7 +40,7 @@ from torch import nn
 
 from .. import __version__
 from ..diffusion.sampling import ddim_loop, ddim_timesteps, draw_noise
-from ..errors import CheckpointError, ConfigError, DataError
+from ..errors import CheckpointError, ConfigError, DataError, MissingExtraError
 from ..models import ICCLD, Prediction
 from ..models.backbones.normalization import PIPELINE_MEAN, PIPELINE_STD
 from ..models.iccld import average_draws
@@ -127,11 +127,11 @@ def _need(module: str, what: str):
     try:
         return __import__(module)
     except ImportError:
-        raise ConfigError(f"{what} needs the package {module}, not installed: {INSTALL_HINT}") from None
+        raise MissingExtraError(f"{what} needs the package {module}, not installed: {INSTALL_HINT}") from None
 
 
 def require_export_packages() -> None:
-    """ConfigError naming the extra when a package that writing and checking ONNX files needs is missing."""
+    """MissingExtraError naming the extra when a package that writing and checking ONNX files needs is missing."""
     for module in ("onnx", "onnxscript", "onnxruntime"):
         _need(module, "--onnx (writing and checking ONNX files)")
 
@@ -144,7 +144,7 @@ def export_onnx(model: ICCLD, folder: str | Path, steps: int | None = None) -> d
     graph is then run with onnxruntime at an odd size (97x131) against the network: a graph the trace
     fixed to its example's sizes (MobileNetV2's TensorFlow-style padding is computed from Python
     ints) is tried at 128x96 too and, when it holds there, marked as taking sides that are multiples
-    of 32 (``size_multiple``; the example's sides are). Raises ConfigError when the ``onnx`` extra is
+    of 32 (``size_multiple``; the example's sides are). Raises MissingExtraError when the ``onnx`` extra is
     missing, CheckpointError when a graph cannot be captured or holds at neither size.
     """
     require_export_packages()
@@ -338,7 +338,7 @@ def read_onnx_info(session, file: Path) -> OnnxInfo:
 
 def load_onnx(file: str | Path, threads: int | None = None) -> OnnxPredictor:
     """An :class:`OnnxPredictor` of ``file`` on ``threads`` intra-op threads (default: torch's
-    thread count). One-line CheckpointError for a missing, damaged or foreign file; ConfigError
+    thread count). One-line CheckpointError for a missing, damaged or foreign file; MissingExtraError
     when onnxruntime is not installed."""
     file = Path(file)
     if not file.is_file():
