@@ -287,7 +287,7 @@ def save_config(config: Config, path: str | Path) -> None:
 # validation of values that are well-typed but impossible
 
 MIN_IMAGE_SIDE = 32  # every encoder's coarsest feature stride: a smaller image has no deepest level
-DATASET_KINDS = ("gta5", "synthia", "cityscapes", "acdc", "darkzurich", "folder")
+DATASET_KINDS = ("gta5", "synthia", "cityscapes", "acdc", "darkzurich", "mapillary", "bdd100k", "folder")
 # data.<part>.conditions: the choices of each kind that has them (iccld.data.acdc / darkzurich)
 DATASET_CONDITIONS = {"acdc": ("fog", "night", "rain", "snow"), "darkzurich": ("day", "twilight", "night")}
 # the names of iccld.models.backbones.BACKBONES, checked here before any heavy work (a test keeps them equal)
@@ -343,6 +343,9 @@ def validate(c: Config) -> None:
             for value in conditions or [""]:
                 _choice(f"data.{part}.conditions", value, DATASET_CONDITIONS[kind])
         resize = getattr(c.data, part).resize
+        if getattr(c.data, part).keep_ratio and resize is None:
+            raise ConfigError(f"data.{part}.keep_ratio: needs data.{part}.resize, the [long, short] bounds of "
+                              "the resized image; set it or set keep_ratio=false")
         if resize is not None and (len(resize) != 2 or min(resize) <= 0):
             raise ConfigError(f"data.{part}.resize: expected [width, height] > 0, got {resize}")
         if resize is not None and min(resize) < MIN_IMAGE_SIDE:

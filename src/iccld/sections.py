@@ -14,13 +14,17 @@ from typing import Optional
 
 @dataclass
 class DatasetConfig:
-    """One dataset split. ``kind`` is gta5 | synthia | cityscapes | acdc | darkzurich | folder."""
+    """One dataset split. ``kind`` is gta5 | synthia | cityscapes | acdc | darkzurich | mapillary |
+    bdd100k | folder."""
 
     kind: str = "cityscapes"
     root: str = ""
     split: str = "train"  # cityscapes: train | val | test; folder datasets: a sub-folder or ""
     # (W, H) the image is resized to before cropping; null keeps the original size.
     resize: Optional[list[int]] = None
+    # true: resize by one factor, the largest that fits the long side in max(resize) and the short
+    # side in min(resize) (mmseg's keep_ratio), for datasets of varied image shapes (Mapillary)
+    keep_ratio: bool = False
     # folder datasets only: path of the YAML that describes the layout and label map
     spec: str = ""
     # acdc: the conditions to use (fog, night, rain, snow; null: all four); darkzurich: the times of

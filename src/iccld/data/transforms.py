@@ -1,6 +1,6 @@
 """Image/label transforms for training and evaluation (the DAFormer/mmseg pipeline, written out).
 
-Training: resize to a fixed (W, H) -> random crop whose largest class covers less than
+Training: resize to a fixed (W, H) (or by one factor, ``keep_ratio``, see :func:`fit_size`) -> random crop whose largest class covers less than
 ``cat_max_ratio`` of the labelled pixels (up to 10 tries) -> horizontal flip (p = 0.5) ->
 optional photometric jitter -> ImageNet normalisation -> pad to the crop size (image 0, label 255).
 Evaluation: resize the image only; the label keeps its original resolution, because mmseg/DAFormer
@@ -34,6 +34,21 @@ def resize_image(image: np.ndarray, size: Sequence[int]) -> np.ndarray:
     if image.shape[1] == w and image.shape[0] == h:
         return image
     return np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
+
+
+def fit_size(width: int, height: int, resize: Sequence[int], keep_ratio: bool) -> tuple[int, int]:
+    """The (w, h) an image of ``width`` x ``height`` is resized to.
+
+    ``keep_ratio`` False: ``resize`` = (W, H) itself. True: mmseg's ``Resize(keep_ratio=True)``
+    rule: one factor for both sides, the largest that keeps the long side within ``max(resize)``
+    and the short side within ``min(resize)`` (so a portrait image is treated as a landscape one);
+    sides are rounded to the nearest pixel. With (1024, 512): 4000x3000 -> 683x512, 1280x720 -> 910x512.
+    """
+    if not keep_ratio:
+        return int(resize[0]), int(resize[1])
+    long_edge, short_edge = max(resize), min(resize)
+    scale = min(long_edge / max(width, height), short_edge / min(width, height))
+    return max(1, int(width * scale + 0.5)), max(1, int(height * scale + 0.5))
 
 
 def resize_label(label: np.ndarray, size: Sequence[int]) -> np.ndarray:
@@ -140,10 +155,12 @@ class TrainTransform:
     """
 
     def __init__(self, resize: Optional[Sequence[int]], crop_size: Sequence[int],
-                 cat_max_ratio: float = 0.75, flip: bool = True, jitter: float = 0.0):
+                 cat_max_ratio: float = 0.75, flip: bool = True, jitter: float = 0.0,
+                 keep_ratio: bool = False):
         if len(crop_size) != 2 or min(crop_size) <= 0:
             raise ValueError(f"crop_size must be (H, W) > 0, got {crop_size}")
         self.resize = tuple(resize) if resize is not None else None
+        self.keep_ratio = bool(keep_ratio)
         self.crop_size = (int(crop_size[0]), int(crop_size[1]))
         self.cat_max_ratio = float(cat_max_ratio)
         self.flip = bool(flip)
@@ -152,8 +169,9 @@ class TrainTransform:
     def __call__(self, image: np.ndarray, label: Optional[np.ndarray],
                  rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         if self.resize is not None:
-            image = resize_image(image, self.resize)
-            label = resize_label(label, self.resize) if label is not None else None
+            size = fit_size(image.shape[1], image.shape[0], self.resize, self.keep_ratio)
+            image = resize_image(image, size)
+            label = resize_label(label, size) if label is not None else None
         if label is None:
             label = np.full(image.shape[:2], IGNORE_INDEX, dtype=np.uint8)
             top, left, bottom, right = random_crop_box(*label.shape, self.crop_size, rng)
@@ -171,18 +189,20 @@ class TrainTransform:
 
 class EvalTransform:
     """Resize the image to ``resize`` = (W, H) (or keep it), normalise; the label is unchanged.
+    ``keep_ratio``: resize by one factor as :func:`fit_size` says (images of varied shapes).
 
     ``__call__(image, label, rng=None)`` -> ``(image (3, H', W') float32, label (H, W) int64)``;
     the label keeps the original resolution (evaluation upsamples logits to ``label.shape``).
     """
 
-    def __init__(self, resize: Optional[Sequence[int]] = None):
+    def __init__(self, resize: Optional[Sequence[int]] = None, keep_ratio: bool = False):
         self.resize = tuple(resize) if resize is not None else None
+        self.keep_ratio = bool(keep_ratio)
 
     def __call__(self, image: np.ndarray, label: Optional[np.ndarray],
                  rng: Optional[np.random.Generator] = None) -> tuple[torch.Tensor, torch.Tensor]:
         if label is None:
             label = np.full(image.shape[:2], IGNORE_INDEX, dtype=np.uint8)
         if self.resize is not None:
-            image = resize_image(image, self.resize)
+            image = resize_image(image, fit_size(image.shape[1], image.shape[0], self.resize, self.keep_ratio))
         return normalize(image), _label_tensor(label)

@@ -21,6 +21,13 @@ def _subsets_for(config) -> dict | None:
     return subsets_for_source(config.data.source.kind) if config is not None else None
 
 
+def _trained_on(loaded, config):
+    """The config that says what the model was trained on (its source decides the class subsets
+    reported): the checkpoint's own when it has one, so that a ``--config`` naming only another
+    evaluation set (configs/generalisation/) keeps a SYNTHIA model's 16/13-class means."""
+    return loaded.config if loaded.config is not None else config
+
+
 def _json_output(args, command: str) -> Path | None:
     if not args.json:
         return None
@@ -68,7 +75,7 @@ def evaluate_command(args) -> int:
         cm = evaluate_model(model, dataset, device=device, path=path, steps=steps, samples=samples,
                             seed=args.seed, slide=args.slide, window=tuple(config.data.crop_size),
                             max_images=args.max_images)
-        results[label] = cm.summary(_subsets_for(config))
+        results[label] = cm.summary(_subsets_for(_trained_on(loaded, config)))
         print(f"\n{args.checkpoint} [{label}, {path} path, {len(dataset) if not args.max_images else args.max_images}"
               f" images of {config.data.val.root} {split or '(no split)'}]")
         print(format_table(results[label]))
@@ -140,11 +147,14 @@ def predict_command(args) -> int:
     resize = None if args.native_size or not loaded.val_resize else tuple(loaded.val_resize)
     if submission:
         with RunLock(Path(args.out)):
-            return submission_command(args, model, images, path, steps=steps, samples=samples, resize=resize)
+            return submission_command(args, model, images, path, steps=steps, samples=samples, resize=resize,
+                                      keep_ratio=loaded.val_keep_ratio)
     with RunLock(Path(args.out)):  # one writer per output folder: a second predict into it is refused
         written = predict_images(model, images, Path(args.out), path=path, steps=steps, samples=samples,
-                                 seed=args.seed, overwrite=args.overwrite, resize=resize)
-    scale = (f"each image resized to {resize[0]}x{resize[1]} (data.val.resize; --native-size keeps it)"
+                                 seed=args.seed, overwrite=args.overwrite, resize=resize,
+                                 keep_ratio=loaded.val_keep_ratio)
+    how = "by one factor to fit" if loaded.val_keep_ratio else "to"
+    scale = (f"each image resized {how} {resize[0]}x{resize[1]} (data.val.resize; --native-size keeps it)"
              if resize else "at each image's native size")
     print(f"wrote {len(written)} files for {len(images)} images to {args.out} ({scale}; outputs at the "
           "input's size)", file=sys.stderr)

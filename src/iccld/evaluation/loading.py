@@ -22,6 +22,8 @@ class LoadedModels:
     method: str
     # (W, H) the evaluation images were resized to in training (data.val.resize); None: native size
     val_resize: list[int] | None = None
+    # data.val.keep_ratio: resized by one factor within val_resize's bounds (iccld.data.transforms.fit_size)
+    val_keep_ratio: bool = False
 
 
 def load_models(checkpoint: str, which: str = "ema") -> LoadedModels:
@@ -37,8 +39,9 @@ def load_models(checkpoint: str, which: str = "ema") -> LoadedModels:
         info = read_training_info(ref.path)
         config = _exported_config(ref.path)
         resize = config.data.val.resize if config is not None else info.get("val_resize")
+        keep_ratio = config.data.val.keep_ratio if config is not None else bool(info.get("val_keep_ratio", False))
         return LoadedModels({which: model.eval()}, config, info.get("inference_path", "diffusion"),
-                            info.get("method", "unknown"), resize)
+                            info.get("method", "unknown"), resize, keep_ratio)
     state = load_checkpoint(ref.path)
     config = from_dict(state["config"], str(ref.path))
     models = {}
@@ -52,7 +55,8 @@ def load_models(checkpoint: str, which: str = "ema") -> LoadedModels:
         models[label] = model.eval()
     # the checkpoint says which method made it and its path; one saved before it did: ask the method
     made_by = state.get("method") or _describe(config.method.name)
-    return LoadedModels(models, config, made_by["inference_path"], made_by["name"], config.data.val.resize)
+    return LoadedModels(models, config, made_by["inference_path"], made_by["name"], config.data.val.resize,
+                        config.data.val.keep_ratio)
 
 
 def _exported_config(folder: Path) -> Config | None:

@@ -12,7 +12,7 @@ from torch import nn
 
 from ..data.io import read_image, write_png
 from ..data.labels import colorize
-from ..data.transforms import normalize, resize_image
+from ..data.transforms import fit_size, normalize, resize_image
 from ..errors import DataError
 from ..outputs import check_output_dir, check_output_file, claim_outputs
 from .inference import model_predict
@@ -39,13 +39,15 @@ def output_paths(out: Path, image: Path, with_uncertainty: bool) -> dict[str, Pa
 @torch.no_grad()
 def predict_images(model: nn.Module, images: list[Path], out: Path, *, path: str = "diffusion",
                    steps: int | None = None, samples: int = 1, seed: int = 0,
-                   overwrite: bool = False, resize: tuple[int, int] | None = None) -> list[Path]:
+                   overwrite: bool = False, resize: tuple[int, int] | None = None,
+                   keep_ratio: bool = False) -> list[Path]:
     """Writes the outputs of every image into ``out``, each at its input's size; refuses to replace
     existing files (or an input image) unless ``overwrite``.
 
     ``resize`` = (W, H): the model sees each image resized to it, as evaluation does (a model trained
     on 1024x512 Cityscapes would see a raw 2048x1024 frame at twice its scale), and its logits are
-    upsampled back; None runs at the native size.
+    upsampled back; None runs at the native size. ``keep_ratio``: resized by one factor within
+    ``resize``'s bounds instead (:func:`~iccld.data.transforms.fit_size`, as data.val.keep_ratio).
     """
     out = Path(out)
     plans = [(img, output_paths(out, img, samples > 1)) for img in images]
@@ -65,7 +67,8 @@ def predict_images(model: nn.Module, images: list[Path], out: Path, *, path: str
     for index, (img, paths) in enumerate(plans):
         rgb = read_image(img)  # (H, W, 3) uint8
         size = rgb.shape[:2]
-        x = normalize(resize_image(rgb, resize) if resize else rgb).unsqueeze(0).to(device)  # (1, 3, h, w)
+        seen = resize_image(rgb, fit_size(size[1], size[0], resize, keep_ratio)) if resize else rgb
+        x = normalize(seen).unsqueeze(0).to(device)  # (1, 3, h, w)
         generator = torch.Generator().manual_seed(seed * 1_000_003 + index)
         try:
             pred = model_predict(model, x, steps=steps, samples=samples, generator=generator,

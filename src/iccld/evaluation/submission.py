@@ -95,7 +95,8 @@ def check_submission_inputs(images: list[Path], benchmark: str | None = None) ->
 
 def write_submission(model, images: list[Path], out: Path, *, benchmark: str | None = None,
                      path: str = "diffusion", steps: int | None = None, samples: int = 1, seed: int = 0,
-                     overwrite: bool = False, resize: tuple[int, int] | None = None) -> dict:
+                     overwrite: bool = False, resize: tuple[int, int] | None = None,
+                     keep_ratio: bool = False) -> dict:
     """Predict every image and write the benchmark's PNGs and ``OUT/submission.zip``.
 
     Returns ``{"benchmark", "folder", "zip", "images", "notes"}``; ``notes`` says where the
@@ -120,7 +121,8 @@ def write_submission(model, images: list[Path], out: Path, *, benchmark: str | N
     notes = []
     try:
         # the shared prediction path (train-id PNG per image); only its train ids are kept
-        predict_images(model, images, work, path=path, steps=steps, samples=samples, seed=seed, resize=resize)
+        predict_images(model, images, work, path=path, steps=steps, samples=samples, seed=seed, resize=resize,
+                       keep_ratio=keep_ratio)
         folder.mkdir(exist_ok=True)
         sizes = set()
         for img in images:
@@ -150,12 +152,12 @@ def write_submission(model, images: list[Path], out: Path, *, benchmark: str | N
 
 
 def submission_command(args, model, images: list[Path], path: str, *, steps: int | None, samples: int,
-                       resize: tuple[int, int] | None = None) -> int:
-    """``iccld predict --format submission``; ``steps``/``samples``/``resize`` as the predict command
+                       resize: tuple[int, int] | None = None, keep_ratio: bool = False) -> int:
+    """``iccld predict --format submission``; ``steps``/``samples``/``resize``/``keep_ratio`` as the predict command
     checked them (the PNGs are at each test image's own size either way)."""
     result = write_submission(model, images, Path(args.out), benchmark=args.benchmark, path=path,
                               steps=steps, samples=samples, seed=args.seed, overwrite=args.overwrite,
-                              resize=resize)
+                              resize=resize, keep_ratio=keep_ratio)
     print(f"{BENCHMARKS[result['benchmark']].name} submission: {result['images']} PNGs in {result['folder']}, "
           f"upload {result['zip']}", file=sys.stderr)
     for note in result["notes"]:

@@ -529,7 +529,8 @@ class Trainer:
         save_pretrained(self.method.ema_model, final_dir)
         info = {"method": self.method.name, "inference_path": self.method.inference_path,
                 "iteration": self.iteration, "weights": "ema_model",
-                "val_resize": self.config.data.val.resize}  # iccld predict resizes to it
+                "val_resize": self.config.data.val.resize,  # iccld predict resizes to it
+                "val_keep_ratio": self.config.data.val.keep_ratio}
         atomic_write_text(final_dir / TRAINING_INFO, json.dumps(info, indent=2))
         summary = {"iteration": self.iteration, "method": self.config.method.name,
                    "inference_path": self.method.inference_path, "history": self.history,
