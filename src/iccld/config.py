@@ -292,7 +292,7 @@ def save_config(config: Config, path: str | Path) -> None:
 # validation of values that are well-typed but impossible
 
 MIN_IMAGE_SIDE = 32  # every encoder's coarsest feature stride: a smaller image has no deepest level
-DATASET_KINDS = ("gta5", "synthia", "cityscapes", "acdc", "darkzurich", "folder")
+DATASET_KINDS = ("gta5", "synthia", "cityscapes", "acdc", "darkzurich", "mapillary", "bdd100k", "folder")
 # data.<part>.conditions: the choices of each kind that has them (iccld.data.acdc / darkzurich)
 DATASET_CONDITIONS = {"acdc": ("fog", "night", "rain", "snow"), "darkzurich": ("day", "twilight", "night")}
 # the names of iccld.models.backbones.BACKBONES, checked here before any heavy work (a test keeps them equal)

@@ -57,7 +57,8 @@ launch(str(Path(__file__).resolve().parent))  # host and port: GRADIO_SERVER_NAM
 PARTIAL_EXPORT = ".iccld-export-partial"  # present while an export is being written
 # a benchmark kind -> the words a model card uses for it
 _DATASET_NAMES = {"gta5": "GTA5", "synthia": "SYNTHIA", "cityscapes": "Cityscapes", "acdc": "ACDC",
-                  "darkzurich": "Dark Zurich", "folder": "folder dataset"}
+                  "darkzurich": "Dark Zurich", "mapillary": "Mapillary Vistas", "bdd100k": "BDD100K",
+                  "folder": "folder dataset"}
 
 
 # ----------------------------------------------------------------------------------------------

@@ -16,7 +16,8 @@ from .utils import switch
 
 @dataclass
 class DatasetConfig:
-    """One dataset split. ``kind`` is gta5 | synthia | cityscapes | acdc | darkzurich | folder."""
+    """One dataset split. ``kind`` is gta5 | synthia | cityscapes | acdc | darkzurich | mapillary |
+    bdd100k | folder."""
 
     kind: str = "cityscapes"
     root: str = ""

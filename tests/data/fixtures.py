@@ -5,6 +5,8 @@
     make_cityscapes(root, splits, n, size)
                                        ROOT/leftImg8bit/SPLIT/CITY/*_leftImg8bit.png +
                                        ROOT/gtFine/SPLIT/CITY/*_gtFine_labelIds.png (8-bit gray)
+    make_mapillary(root, splits, ...)  ROOT/FOLDER/images/NAME.jpg + ROOT/FOLDER/labels/NAME.png (palette PNG)
+    make_bdd100k(root, layout, ...)    ROOT/images/10k/SPLIT/NAME.jpg + ROOT/labels/sem_seg/masks/SPLIT/NAME.png
 
 ``size`` is (W, H). Labels are blocky (8x8-pixel cells of random ids drawn from every id the
 format knows, including the ones that map to ignore), so crops see several classes. None of the
@@ -203,4 +205,74 @@ def make_darkzurich(root: Path, n: int = 2, size: tuple[int, int] = (64, 36), se
             labels = root / "gt" / split / time if labelled else None
             _anon_frame(rng, root / "rgb_anon" / split / time, labels, f"GOPR{356 + k:04d}", 321 + i, size,
                         label_ids)
+    return root
+
+
+# Mapillary keys are 22 URL-safe characters and may start with "-"
+MAPILLARY_NAMES = ("-0C1J9CvgFP4BTVLXNeNZA", "0035fkbjWljhaftpVM37-g", "_1Gn_xkw7sa_i9GU4mkxxQ", "zzy2-vhJq4KbkxL3ph4nsQ")
+
+
+def write_vistas_label(path: Path, ids: np.ndarray) -> None:
+    """A Mapillary Vistas v1.2 label: mode P, pixel = class index 0..65, palette = the v1.2 colours."""
+    from iccld.data.mapillary import V12_CLASSES
+
+    ids = np.ascontiguousarray(ids, dtype=np.uint8)
+    im = Image.frombytes("P", (ids.shape[1], ids.shape[0]), ids.tobytes())
+    palette = np.zeros((256, 3), dtype=np.uint8)
+    palette[: len(V12_CLASSES)] = [colour for _, colour in V12_CLASSES]
+    im.putpalette(palette.ravel().tolist())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    im.save(path)
+
+
+def make_mapillary(root: Path,
+                   splits: Sequence[tuple[str, int]] = (("training", 2), ("validation", 3), ("testing", 1)),
+                   sizes: Sequence[tuple[int, int]] = ((80, 60), (60, 80), (96, 54)), seed: int = 0,
+                   classes: Sequence[int] = tuple(range(66)), labels: str = "labels") -> Path:
+    """Mapillary Vistas v1.2: ROOT/FOLDER/images/NAME.jpg and, but for testing, the palette label
+    ROOT/FOLDER/<labels>/NAME.png (``labels="v1.2/labels"``: the Vistas 2.0 download's place).
+    Image i has ``sizes[i % len(sizes)]`` (W, H): landscape, portrait and wide by default; label
+    values are blocks of ``classes``."""
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    for folder, n in splits:
+        (root / folder / "images").mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            w, h = sizes[i % len(sizes)]
+            name = MAPILLARY_NAMES[i % len(MAPILLARY_NAMES)] + ("" if i < len(MAPILLARY_NAMES) else str(i))
+            Image.fromarray(random_rgb(rng, h, w)).save(root / folder / "images" / f"{name}.jpg", quality=95)
+            if folder != "testing":
+                write_vistas_label(root / folder / labels / f"{name}.png", blocky_ids(rng, h, w, classes))
+    return root
+
+
+def make_bdd100k(root: Path, layout: str = "current",
+                 splits: Sequence[tuple[str, int]] = (("train", 2), ("val", 3), ("test", 1)),
+                 size: tuple[int, int] = (80, 45), seed: int = 0) -> Path:
+    """BDD100K 10K in the ``current`` layout (ROOT/images/10k/SPLIT/NAME.jpg,
+    ROOT/labels/sem_seg/masks/SPLIT/NAME.png) or the ``older`` one (ROOT/seg/images/SPLIT/NAME.jpg,
+    ROOT/seg/labels/SPLIT/NAME_train_id.png, plus the colour labels in seg/color_labels/). Labels are
+    8-bit train ids 0..18 and 255; test has none, as in the download."""
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    w, h = size
+    for split, n in splits:
+        for i in range(n):
+            name = f"{rng.integers(16**8):08x}-{rng.integers(16**8):08x}"
+            ids = blocky_ids(rng, h, w, [*range(19), 255]).astype(np.uint8)
+            if layout == "current":
+                image = root / "images" / "10k" / split / f"{name}.jpg"
+                label = root / "labels" / "sem_seg" / "masks" / split / f"{name}.png"
+            else:
+                image = root / "seg" / "images" / split / f"{name}.jpg"
+                label = root / "seg" / "labels" / split / f"{name}_train_id.png"
+                colour = root / "seg" / "color_labels" / split / f"{name}_train_color.png"
+            image.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(random_rgb(rng, h, w)).save(image, quality=95)
+            if split != "test":
+                label.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(ids).save(label)
+                if layout != "current":
+                    colour.parent.mkdir(parents=True, exist_ok=True)
+                    Image.fromarray(random_rgb(rng, h, w)).save(colour)
     return root

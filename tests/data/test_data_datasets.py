@@ -214,7 +214,7 @@ def test_build_dataset_from_config(prepared, tmp_path):
     sample = val[0]
     assert isinstance(val.transform, EvalTransform)
     assert sample["image"].shape == (3, 16, 32) and sample["label"].shape == (32, 64)
-    with pytest.raises(ConfigError, match="'kitti' is not one of gta5, synthia, cityscapes, acdc, darkzurich, folder"):
+    with pytest.raises(ConfigError, match="'kitti' is not one of gta5, synthia, cityscapes, acdc, darkzurich, mapillary, bdd100k, folder"):
         build_dataset(DatasetConfig(kind="kitti", root="x"), train=False)
     with pytest.raises(ConfigError, match="has no root"):
         build_dataset(DatasetConfig(kind="gta5", root=""), train=False)

@@ -95,6 +95,41 @@ def list_files(folder: Path, suffix: str, recursive: bool = False) -> list[Path]
     return sorted(found)
 
 
+@dataclass(frozen=True)
+class PairCount:
+    """What :func:`count_pairs` found in one image folder and its label folder."""
+
+    images: int
+    labels: int
+    other: tuple[Path, ...]  # files of neither kind in the two folders (hidden files aside)
+
+
+def count_pairs(image_dir: Path, image_suffix: str, label_dir: Path, label_suffix: str) -> PairCount:
+    """Images ``NAME<image_suffix>`` in ``image_dir`` and labels ``NAME<label_suffix>`` in
+    ``label_dir`` (both flat; either may be absent). A label without its image, or labels for only
+    some of the images, is a DataError naming the first such file; prepared ``*_labelTrainIds.png``
+    files are neither labels nor other files."""
+    images = list_files(image_dir, image_suffix) if image_dir.is_dir() else []
+    names = {p.name[: -len(image_suffix)] for p in images}
+    labels = list_files(label_dir, label_suffix) if label_dir.is_dir() else []
+    labelled = set()
+    for p in labels:
+        name = p.name[: -len(label_suffix)]
+        if name not in names:
+            raise DataError(f"{p}: label without an image (expected {image_dir / (name + image_suffix)})")
+        labelled.add(name)
+    if labelled and len(labelled) < len(names):
+        missing = sorted(names - labelled)[0]
+        raise DataError(f"{image_dir / (missing + image_suffix)}: no label (expected "
+                        f"{label_dir / (missing + label_suffix)}; {len(names) - len(labelled)} of "
+                        f"{len(names)} images in {image_dir} have none)")
+    known = set(images) | set(labels)
+    other = []
+    for folder in dict.fromkeys(d for d in (image_dir, label_dir) if d.is_dir()):
+        other += [f for f in list_files(folder, "") if f not in known]
+    return PairCount(len(images), len(labelled), tuple(sorted(other)))
+
+
 def paired_flat_folders(root: Path, image_dir: str, label_dir: str, layout: str,
                         command: str, labelled: bool) -> list:
     """Samples of a dataset whose images and labels share file names in two flat folders

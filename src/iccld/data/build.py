@@ -11,10 +11,12 @@ from ..sections import DataConfig, DatasetConfig
 from ..errors import ConfigError
 from .base import SegmentationDataset
 from .acdc import ACDCDataset
+from .bdd100k import BDD100KDataset
 from .cityscapes import CityscapesDataset
 from .darkzurich import DarkZurichDataset
 from .folder import FolderDataset
 from .gta5 import GTA5Dataset
+from .mapillary import MapillaryDataset
 from .rcs import RareClassDataset, load_class_stats
 from .synthia import SynthiaDataset
 from .transforms import EvalTransform, TrainTransform
@@ -26,7 +28,8 @@ def build_dataset(cfg: DatasetConfig, *, train: bool, crop_size: Optional[Sequen
     """One dataset split as ``cfg`` describes it.
 
     ``train=True`` gives random crops of ``crop_size`` (H, W) (required) after resizing to
-    ``cfg.resize``; ``train=False`` resizes the image only (labels stay full-size). ``labelled=False``
+    ``cfg.resize`` (by one factor with ``cfg.keep_ratio``); ``train=False`` resizes the image only
+    (labels stay full-size). ``labelled=False``
     is the unlabelled target of UDA: no label files are needed and labels are all 255.
     """
     if not cfg.root:
@@ -44,6 +47,8 @@ def build_dataset(cfg: DatasetConfig, *, train: bool, crop_size: Optional[Sequen
         "cityscapes": lambda: CityscapesDataset(cfg.root, cfg.split, transform, **common),
         "acdc": lambda: ACDCDataset(cfg.root, cfg.split, transform, conditions=cfg.conditions, **common),
         "darkzurich": lambda: DarkZurichDataset(cfg.root, cfg.split, transform, times=cfg.conditions, **common),
+        "mapillary": lambda: MapillaryDataset(cfg.root, cfg.split, transform, **common),
+        "bdd100k": lambda: BDD100KDataset(cfg.root, cfg.split, transform, **common),
         "folder": lambda: FolderDataset(cfg.root, _spec(cfg), cfg.split, transform, **common),
     }
     if cfg.kind not in builders:

@@ -6,7 +6,7 @@ a list with one entry per label, ``{"file": <prepared label relative to ROOT>, "
 <pixel count>, ...}`` (classes with no pixels left out), the format DAFormer's converters write.
 
 Label values that the dataset's label map does not know (not a Cityscapes/GTA5 id 0..33, not a
-SYNTHIA id 0..22, not listed in a folder spec) stop the run with a DataError naming the file and the
+SYNTHIA id 0..22, not a Mapillary Vistas v1.2 index 0..65, not listed in a folder spec) stop the run with a DataError naming the file and the
 value: they mean a wrong ``kind`` or a damaged file, and mapping them silently to "ignore" would
 hide that. Prepared files that already exist are kept (their classes are still counted) unless
 ``overwrite``.
@@ -31,7 +31,7 @@ from .io import read_label, write_png
 from .labels import CITYSCAPES_MAP, NUM_CLASSES, SYNTHIA_MAP, LabelMap  # noqa: F401  (re-exported)
 
 STATS_FILE = "sample_class_stats.json"
-KINDS = ("gta5", "synthia", "cityscapes", "acdc", "darkzurich", "folder", "synthetic")
+KINDS = ("gta5", "synthia", "cityscapes", "acdc", "darkzurich", "mapillary", "bdd100k", "folder", "synthetic")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -86,6 +86,12 @@ def _plan(kind: str, root: Path, spec: Optional[str]) -> tuple[list[tuple[Path, 
         from .darkzurich import darkzurich_label_jobs
         jobs, encoding = (acdc_label_jobs if kind == "acdc" else darkzurich_label_jobs)(root)
         return jobs, (CITYSCAPES_MAP if encoding == "ids" else LabelMap("train_ids")), command
+    if kind == "mapillary":
+        from .mapillary import MAPILLARY_MAP, mapillary_label_jobs
+        return mapillary_label_jobs(root), MAPILLARY_MAP, command
+    if kind == "bdd100k":
+        from .bdd100k import bdd100k_label_jobs
+        return bdd100k_label_jobs(root), LabelMap("train_ids"), command
     if kind == "folder":
         if not spec:
             raise ConfigError("iccld prepare folder: --spec is required (the YAML that describes the "
@@ -97,14 +103,20 @@ def _plan(kind: str, root: Path, spec: Optional[str]) -> tuple[list[tuple[Path, 
 
 
 def _layout_report(kind: str, root: Path) -> list[str]:
-    """Per-folder image/label counts of the datasets split into condition folders (a label without
-    its image, or a folder labelled only in part, is a DataError); [] for the others."""
+    """Per-folder image/label counts of the datasets whose downloads are split into folders (a label
+    without its image, or a folder labelled only in part, is a DataError); [] for the others."""
     if kind == "acdc":
         from .acdc import acdc_report
         return acdc_report(root)
     if kind == "darkzurich":
         from .darkzurich import darkzurich_report
         return darkzurich_report(root)
+    if kind == "mapillary":
+        from .mapillary import mapillary_report
+        return mapillary_report(root)
+    if kind == "bdd100k":
+        from .bdd100k import bdd100k_report
+        return bdd100k_report(root)
     return []
 
 
@@ -126,7 +138,7 @@ def prepare_dataset(kind: str, root: str | Path, workers: int = 2, spec: Optiona
     """Write the train-id labels and ``ROOT/sample_class_stats.json`` for one dataset.
 
     Args:
-        kind: gta5 | synthia | cityscapes | acdc | darkzurich | folder.
+        kind: gta5 | synthia | cityscapes | acdc | darkzurich | mapillary | bdd100k | folder.
         root: the dataset folder in its original layout (see docs/datasets.md).
         workers: processes converting labels in parallel (1 = in this process).
         spec: folder datasets: path of the YAML spec.
@@ -134,7 +146,9 @@ def prepare_dataset(kind: str, root: str | Path, workers: int = 2, spec: Optiona
         progress: show a tqdm progress bar.
 
     Returns a summary: kind, root, labels, converted, existing, checked, stats_file, seconds,
-    images_per_second, layout (acdc, darkzurich: one line of counts per condition folder). Raises DataError/ConfigError with a one-line message on bad input.
+    images_per_second, layout (acdc, darkzurich: one line of counts per condition folder;
+    mapillary, bdd100k: per split folder). Raises DataError/ConfigError with a one-line message on
+    bad input.
     """
     from tqdm import tqdm
 

@@ -40,7 +40,7 @@ def fit_size(width: int, height: int, box: Sequence[int], keep_ratio: bool) -> t
     if not keep_ratio:
         return int(box[0]), int(box[1])
     scale = min(max(box) / max(width, height), min(box) / min(width, height))
-    return int(width * scale + 0.5), int(height * scale + 0.5)
+    return max(1, int(width * scale + 0.5)), max(1, int(height * scale + 0.5))
 
 
 def resize_image(image: np.ndarray, size: Sequence[int], keep_ratio: bool = False) -> np.ndarray:
@@ -164,6 +164,7 @@ class TrainTransform:
         if len(crop_size) != 2 or min(crop_size) <= 0:
             raise ValueError(f"crop_size must be (H, W) > 0, got {crop_size}")
         self.resize = tuple(resize) if resize is not None else None
+        self.keep_ratio = bool(keep_ratio)
         self.crop_size = (int(crop_size[0]), int(crop_size[1]))
         self.cat_max_ratio = float(cat_max_ratio)
         self.flip = bool(flip)

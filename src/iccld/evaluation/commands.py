@@ -22,6 +22,13 @@ def _subsets_for(config) -> dict | None:
     return subsets_for_source(config.data.source.kind) if config is not None else None
 
 
+def _trained_on(loaded, config):
+    """The config that says what the model was trained on (its source decides the class subsets
+    reported): the checkpoint's own when it has one, so that a ``--config`` naming only another
+    evaluation set (configs/generalisation/) keeps a SYNTHIA model's 16/13-class means."""
+    return loaded.config if loaded.config is not None else config
+
+
 def _json_output(args, command: str) -> Path | None:
     if not args.json:
         return None
@@ -69,7 +76,7 @@ def evaluate_command(args) -> int:
         cm = evaluate_model(model, dataset, device=device, path=path, steps=steps, samples=samples,
                             seed=args.seed, slide=args.slide, window=tuple(config.data.crop_size),
                             max_images=args.max_images)
-        results[label] = cm.summary(_subsets_for(config))
+        results[label] = cm.summary(_subsets_for(_trained_on(loaded, config)))
         print(f"\n{args.checkpoint} [{label}, {path} path, {len(dataset) if not args.max_images else args.max_images}"
               f" images of {config.data.val.root} {split or '(no split)'}]")
         print(format_table(results[label]))
