@@ -129,4 +129,4 @@ def test_predict_keeps_the_ratio_when_the_training_evaluation_did(tmp_path, monk
                  "--out", str(tmp_path / "pred")]) == 0
     assert seen == [(64, 48), (48, 85)]  # (H, W): 60x80 -> 48x64, 96x54 -> 85x48
     assert np.asarray(Image.open(tmp_path / "pred" / "portrait_trainid.png")).shape == (80, 60)
-    assert "resized by one factor to fit 96x48" in capsys.readouterr().err
+    assert "fitted into 96x48" in capsys.readouterr().err
