@@ -88,6 +88,14 @@ def test_stage2_refuses_a_stage1_run_of_another_architecture(override, stage1_ru
         Trainer(load_config(SYNTHETIC / "stage2.yaml", overrides), Path("unused"), progress=False)
 
 
+def test_stage2_refuses_a_stage1_run_with_another_decoder(stage1_runs, tiny_benchmark):
+    overrides = tiny_overrides(tiny_benchmark) + [f"method.stage1_checkpoint={stage1_runs['stage1']}",
+                                                  "model.decoder=daformer", "model.skip_strides=[4,8,16,32]"]
+    with pytest.raises(ConfigError, match=r"different architecture \(skip_strides: \[4, 8, 16\] vs \[4, 8, 16, 32\]; "
+                                          r"decoder: segformer vs daformer\); use the same model settings as stage 1"):
+        Trainer(load_config(SYNTHETIC / "stage2.yaml", overrides), Path("unused"), progress=False)
+
+
 def test_stage2_refuses_an_unfinished_stage1_run_unless_its_checkpoint_is_named(stage1_runs, tiny_benchmark,
                                                                               tmp_path):
     state = load_checkpoint(stage1_runs["stage1"] / "last.ckpt")
