@@ -301,6 +301,11 @@ BACKBONES = ("mit-tiny", "mit-b0", "mit-b1", "mit-b2", "mit-b3", "mit-b4", "mit-
              "mobilenet-v2-tiny", "mobilenet-v2-0.35", "mobilenet-v2-0.5", "mobilenet-v2-0.75", "mobilenet-v2",
              "mobilenet-v2-1.4")
 
+# the names of iccld.models.DECODERS (a test keeps them equal)
+DECODERS = ("segformer", "daformer")
+# the levels DAFormer's head fuses: all of every encoder's four
+DAFORMER_SKIP_STRIDES = (4, 8, 16, 32)
+
 
 def _choice(field_name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
@@ -390,4 +395,9 @@ def validate(c: Config) -> None:
     bad = [s for s in c.model.skip_strides if s not in (4, 8, 16, 32)]
     if bad:
         raise ConfigError(f"model.skip_strides: each must be 4, 8, 16 or 32, got {bad}")
+    _choice("model.decoder", c.model.decoder, DECODERS)
+    if (c.model.decoder == "daformer" and c.model.inter_coder
+            and sorted(c.model.skip_strides) != list(DAFORMER_SKIP_STRIDES)):
+        raise ConfigError(f"model.skip_strides: the daformer decoder fuses all four encoder levels, as DAFormer's "
+                          f"head does; set model.skip_strides=[4,8,16,32] (got {list(c.model.skip_strides)})")
 

@@ -69,7 +69,10 @@ class ModelConfig:
     latent_stride: int = 16  # s: z0 is (B, Cz, H/s, W/s)
     inter_coder: bool = True  # the inter-coder connection: E's shallow features into D
     skip_strides: list[int] = field(default_factory=lambda: [4, 8, 16])
-    decoder_channels: int = 256
+    # D: segformer (1x1 fusion of the latent and the skips, GroupNorm) | daformer (DAFormer's head:
+    # its separable-ASPP fusion of all four levels, strides 4..32, with the latent as one more input)
+    decoder: str = "segformer"
+    decoder_channels: int = 256  # D's width (daformer: the embeddings' and the fusion's, 256 in DAFormer)
     dropout: float = 0.1
     # denoiser eps_theta (diffusers.UNet2DModel)
     unet_channels: list[int] = field(default_factory=lambda: [128, 256, 256])

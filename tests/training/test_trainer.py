@@ -88,6 +88,29 @@ def test_stage2_refuses_a_stage1_run_of_another_architecture(override, stage1_ru
         Trainer(load_config(SYNTHETIC / "stage2.yaml", overrides), Path("unused"), progress=False)
 
 
+def test_both_stages_train_with_the_daformer_decoder(tiny_benchmark, tmp_path):
+    daformer = ["model.decoder=daformer", "model.skip_strides=[4,8,16,32]", "model.decoder_channels=16"]
+    assert train(SYNTHETIC / "stage1.yaml", tmp_path / "s1", tiny_overrides(tiny_benchmark) + daformer) == 0
+    start = load_checkpoint(tmp_path / "s1" / "last.ckpt")["ema_model"]
+    assert start["decoder.fuse.bottleneck.1.num_batches_tracked"] > 0  # BatchNorm in the fusion
+    stage2 = tiny_overrides(tiny_benchmark) + daformer + [f"method.stage1_checkpoint={tmp_path / 's1'}"]
+    for frozen in (False, True):  # the recipe trains D, and the critic reads D's fused features
+        out = tmp_path / f"s2_frozen_{frozen}"
+        assert train(SYNTHETIC / "stage2.yaml", out, stage2 + [f"method.freeze_decoder={frozen}"]) == 0
+        model = load_checkpoint(out / "last.ckpt")["model"]
+        moved = [k for k in start if k.startswith("decoder.") and not torch.equal(model[k], start[k])]
+        # frozen, D is held in eval mode: its weights and its BatchNorm statistics stay stage 1's
+        assert (moved == []) == frozen and (frozen or "decoder.fuse.bottleneck.1.running_mean" in moved)
+
+
+def test_stage2_refuses_a_stage1_run_with_another_decoder(stage1_runs, tiny_benchmark):
+    overrides = tiny_overrides(tiny_benchmark) + [f"method.stage1_checkpoint={stage1_runs['stage1']}",
+                                                  "model.decoder=daformer", "model.skip_strides=[4,8,16,32]"]
+    with pytest.raises(ConfigError, match=r"different architecture \(skip_strides: \[4, 8, 16\] vs \[4, 8, 16, 32\]; "
+                                          r"decoder: segformer vs daformer\); use the same model settings as stage 1"):
+        Trainer(load_config(SYNTHETIC / "stage2.yaml", overrides), Path("unused"), progress=False)
+
+
 def test_stage2_refuses_an_unfinished_stage1_run_unless_its_checkpoint_is_named(stage1_runs, tiny_benchmark,
                                                                               tmp_path):
     state = load_checkpoint(stage1_runs["stage1"] / "last.ckpt")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from ..sections import ModelConfig
 from ..diffusion import check_steps
 from ..errors import ConfigError
-from ..models import BACKBONES, ICCLD, build_backbone, build_model
+from ..models import BACKBONES, DECODERS, ICCLD, build_backbone, build_model
 from .backbone_weights import load_backbone_weights
 
 
@@ -22,6 +22,8 @@ def check_model_config(cfg: ModelConfig) -> None:
         raise ConfigError(f"model.num_classes: must be >= 1, got {cfg.num_classes}")
     if cfg.latent_channels < 1:
         raise ConfigError(f"model.latent_channels: must be >= 1, got {cfg.latent_channels}")
+    if cfg.decoder not in DECODERS:
+        raise ConfigError(f"model.decoder: '{cfg.decoder}' is not one of {', '.join(DECODERS)}")
     if cfg.decoder_channels < 1:
         raise ConfigError(f"model.decoder_channels: must be >= 1, got {cfg.decoder_channels}")
     if not 0 <= cfg.dropout < 1:
@@ -62,7 +64,7 @@ def _build(cfg: ModelConfig, encoder) -> ICCLD:
     return build_model(
         encoder, num_classes=cfg.num_classes, latent_channels=cfg.latent_channels,
         latent_stride=cfg.latent_stride, skip_strides=list(cfg.skip_strides), inter_coder=cfg.inter_coder,
-        decoder_channels=cfg.decoder_channels, dropout=cfg.dropout, latent_norm=cfg.latent_norm,
+        decoder=cfg.decoder, decoder_channels=cfg.decoder_channels, dropout=cfg.dropout, latent_norm=cfg.latent_norm,
         unet_channels=list(cfg.unet_channels), unet_layers_per_block=cfg.unet_layers_per_block,
         unet_attention=cfg.unet_attention, unet_mid_block=cfg.unet_mid_block,
         unet_norm_groups=cfg.unet_norm_groups, denoiser_residual=cfg.denoiser_residual,

@@ -69,7 +69,7 @@ DOMAIN_CHANNELS = {"source": 0, "mixed": 1, "target": 2}
 # fields of the model config that change the shape of some weight; the rest (pretrained, dropout,
 # sampling_steps) may differ between stage 1 and stage 2
 ARCHITECTURE_FIELDS = ("backbone", "num_classes", "latent_channels", "latent_stride", "inter_coder",
-                       "skip_strides", "decoder_channels", "unet_channels", "unet_layers_per_block",
+                       "skip_strides", "decoder", "decoder_channels", "unet_channels", "unet_layers_per_block",
                        "unet_attention", "unet_mid_block", "unet_norm_groups", "latent_norm",
                        "denoiser_residual")
 

@@ -1,6 +1,6 @@
 """The networks: E (a backbone + the latent head), eps_theta (U-Net) inside the latent diffusion,
-D (fusion decoder), the discriminator. Tensors in, tensors out: nothing here reads a config or a
-file (:mod:`iccld.io` builds a network from a ``ModelConfig`` and saves and loads it).
+D (a fusion decoder of :data:`DECODERS`), the discriminator. Tensors in, tensors out: nothing here
+reads a config or a file (:mod:`iccld.io` builds a network from a ``ModelConfig`` and saves and loads it).
 """
 
 from __future__ import annotations
@@ -10,18 +10,24 @@ from torch import nn
 from ..diffusion import build_sampler, build_train_scheduler
 from ..diffusion.latent import LatentDiffusion
 from .backbones import BACKBONES, build_backbone, level_of_stride
+from .daformer_decoder import DAFormerDecoder
 from .decoder import FusionDecoder
 from .denoiser import build_denoiser
 from .discriminator import PatchDiscriminator
 from .iccld import ICCLD, Prediction
 from .latent_head import LatentHead
 
+#: ``model.decoder`` -> D's class; each takes (latent_channels, skip_channels, channels, num_classes,
+#: dropout=) and has ``num_skips``, ``features``, ``classify`` and ``forward(z, skips, size)``
+DECODERS: dict[str, type[nn.Module]] = {"segformer": FusionDecoder, "daformer": DAFormerDecoder}
+
 
 def build_model(encoder: nn.Module, *, num_classes: int, latent_channels: int, latent_stride: int,
-                skip_strides: list[int], inter_coder: bool = True, decoder_channels: int = 256,
-                dropout: float = 0.1, latent_norm: bool = True, unet_channels: list[int] = (128, 256, 256),
-                unet_layers_per_block: int = 2, unet_attention: bool = True, unet_mid_block: bool = True,
-                unet_norm_groups: int = 0, denoiser_residual: bool = True, num_train_timesteps: int = 1000,
+                skip_strides: list[int], inter_coder: bool = True, decoder: str = "segformer",
+                decoder_channels: int = 256, dropout: float = 0.1, latent_norm: bool = True,
+                unet_channels: list[int] = (128, 256, 256), unet_layers_per_block: int = 2,
+                unet_attention: bool = True, unet_mid_block: bool = True, unet_norm_groups: int = 0,
+                denoiser_residual: bool = True, num_train_timesteps: int = 1000,
                 beta_schedule: str = "squaredcos_cap_v2", prediction_type: str = "sample",
                 sampling_steps: int = 4, fast_sampling: bool = True, norm_eval: bool = False) -> ICCLD:
     """The ICCLD network around a built backbone ``encoder`` (see :mod:`iccld.models.backbones`).
@@ -34,6 +40,8 @@ def build_model(encoder: nn.Module, *, num_classes: int, latent_channels: int, l
         raise ValueError(f"num_classes: must be >= 1, got {num_classes}")
     if latent_channels < 1:
         raise ValueError(f"latent_channels: must be >= 1, got {latent_channels}")
+    if decoder not in DECODERS:
+        raise ValueError(f"decoder: '{decoder}' is not one of {', '.join(DECODERS)}")
     if decoder_channels < 1:
         raise ValueError(f"decoder_channels: must be >= 1, got {decoder_channels}")
     if not 0 <= dropout < 1:
@@ -48,7 +56,7 @@ def build_model(encoder: nn.Module, *, num_classes: int, latent_channels: int, l
     latent_levels = (len(ch) - 2, len(ch) - 1)  # the two deepest levels
     latent_head = LatentHead((ch[-2], ch[-1]), latent_channels, hidden_channels=ch[-2], normalize=latent_norm)
     skip_channels = [ch[i] for i in skip_levels] if inter_coder else []
-    decoder = FusionDecoder(latent_channels, skip_channels, decoder_channels, num_classes, dropout=dropout)
+    d = DECODERS[decoder](latent_channels, skip_channels, decoder_channels, num_classes, dropout=dropout)
     # built last, so that the denoiser's settings do not change how E and D are initialised
     denoiser = build_denoiser(latent_channels, list(unet_channels), unet_layers_per_block,
                               mid_attention=unet_attention, mid_block=unet_mid_block,
@@ -57,11 +65,11 @@ def build_model(encoder: nn.Module, *, num_classes: int, latent_channels: int, l
                                 build_sampler(num_train_timesteps, beta_schedule, prediction_type),
                                 sampling_steps=sampling_steps, residual=denoiser_residual,
                                 fast_sampling=fast_sampling)
-    return ICCLD(encoder, latent_head, diffusion, decoder, skip_levels=skip_levels, inter_coder=inter_coder,
+    return ICCLD(encoder, latent_head, diffusion, d, skip_levels=skip_levels, inter_coder=inter_coder,
                  latent_stride=latent_stride, latent_levels=latent_levels, norm_eval=norm_eval)
 
 
 __all__ = [
-    "BACKBONES", "ICCLD", "FusionDecoder", "LatentDiffusion", "LatentHead", "PatchDiscriminator", "Prediction",
-    "build_backbone", "build_denoiser", "build_model",
+    "BACKBONES", "DAFormerDecoder", "DECODERS", "ICCLD", "FusionDecoder", "LatentDiffusion", "LatentHead",
+    "PatchDiscriminator", "Prediction", "build_backbone", "build_denoiser", "build_model",
 ]

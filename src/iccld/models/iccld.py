@@ -22,7 +22,6 @@ import torch
 from torch import nn
 
 from ..diffusion.latent import LatentDiffusion
-from .decoder import FusionDecoder
 from .latent_head import LatentHead
 
 
@@ -76,8 +75,8 @@ class ICCLD(nn.Module):
             maps at the strides ``encoder.strides``.
         latent_head: maps E's levels ``latent_levels`` to z0.
         diffusion: the latent diffusion around eps_theta (a ``LatentDiffusion``).
-        decoder: D; built with one skip projection per entry of ``skip_levels`` when
-            ``inter_coder`` is true, with none otherwise.
+        decoder: D, one of :data:`iccld.models.DECODERS`; built with one skip projection per entry
+            of ``skip_levels`` when ``inter_coder`` is true, with none otherwise.
         skip_levels: indices of E's feature levels passed to D.
         inter_coder: the inter-coder connection; off, D sees z alone.
         latent_stride: s, z0 is (B, Cz, ceil(H/s), ceil(W/s)).
@@ -90,7 +89,7 @@ class ICCLD(nn.Module):
     """
 
     def __init__(self, encoder: nn.Module, latent_head: LatentHead, diffusion: LatentDiffusion,
-                 decoder: FusionDecoder, *, skip_levels: list[int], inter_coder: bool, latent_stride: int,
+                 decoder: nn.Module, *, skip_levels: list[int], inter_coder: bool, latent_stride: int,
                  latent_levels: tuple[int, int] = (2, 3), norm_eval: bool = False, config: Any = None) -> None:
         super().__init__()
         self.encoder = encoder
