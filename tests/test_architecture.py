@@ -20,7 +20,7 @@ ALLOWED: dict[str, set[str]] = {
     "io": {"sections", "diffusion", "models"},
     "presets": {"sections"},
     "methods": {"data", "diffusion", "io", "models", "sections", "uda"},
-    "config": {"io", "sections", "methods"},
+    "config": {"data", "io", "sections", "methods"},
     "evaluation": {"config", "data", "diffusion", "io", "methods", "models", "sections"},
     "training": {"config", "data", "evaluation", "io", "methods", "models"},
     "hub": {"config", "data", "evaluation", "io"},

@@ -286,9 +286,6 @@ def save_config(config: Config, path: str | Path) -> None:
 # validation of values that are well-typed but impossible
 
 MIN_IMAGE_SIDE = 32  # every encoder's coarsest feature stride: a smaller image has no deepest level
-DATASET_KINDS = ("gta5", "synthia", "cityscapes", "acdc", "darkzurich", "mapillary", "bdd100k", "folder")
-# data.<part>.conditions: the choices of each kind that has them (iccld.data.acdc / darkzurich)
-DATASET_CONDITIONS = {"acdc": ("fog", "night", "rain", "snow"), "darkzurich": ("day", "twilight", "night")}
 
 
 def _positive(field_name: str, value: float, allow_zero: bool = False) -> None:
@@ -317,19 +314,21 @@ def _finite(d: dict, prefix: str = "") -> None:
 
 def validate(c: Config) -> None:
     """Raise ConfigError for values no run could use."""
+    from .data.kinds import dataset_kind, kind_names  # the dataset kinds' registry
     from .io.build import check_model_config  # the one check of the model section
 
     _finite(dataclasses.asdict(c))  # nan and inf pass every comparison below
     _check_method_section(c.method)
     for part in ("source", "target", "val"):
-        one_of(f"data.{part}.kind", getattr(c.data, part).kind, DATASET_KINDS)
         conditions, kind = getattr(c.data, part).conditions, getattr(c.data, part).kind
+        declared = dataset_kind(kind, f"data.{part}.kind:")  # ConfigError listing the kinds
         if conditions is not None:
-            if kind not in DATASET_CONDITIONS:
-                raise ConfigError(f"data.{part}.conditions: only acdc and darkzurich datasets have conditions "
+            if declared.conditions is None:
+                having = kind_names("conditions")
+                raise ConfigError(f"data.{part}.conditions: only {' and '.join(having)} datasets have conditions "
                                   f"(this one is {kind}); remove it")
             for value in conditions or [""]:
-                one_of(f"data.{part}.conditions", value, DATASET_CONDITIONS[kind])
+                one_of(f"data.{part}.conditions", value, declared.conditions)
         resize = getattr(c.data, part).resize
         if resize is not None and (len(resize) != 2 or min(resize) <= 0):
             raise ConfigError(f"data.{part}.resize: expected [width, height] > 0, got {resize}")

@@ -16,8 +16,8 @@ from .utils import switch
 
 @dataclass
 class DatasetConfig:
-    """One dataset split. ``kind`` is gta5 | synthia | cityscapes | acdc | darkzurich | mapillary |
-    bdd100k | folder."""
+    """One dataset split. ``kind`` is a kind of :mod:`iccld.data.kinds`: gta5 | synthia | cityscapes |
+    acdc | darkzurich | mapillary | bdd100k | folder, or one registered there."""
 
     kind: str = "cityscapes"
     root: str = ""
