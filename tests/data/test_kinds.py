@@ -92,7 +92,8 @@ def test_a_kind_registered_at_run_time_prepares_trains_and_evaluates_through_the
     results = json.loads((out / "results.json").read_text())
     assert results["val"]["ema"]["miou3"] is not None  # the subset the source kind declares is reported
     # the sunny half: the config's conditions reached the kind's dataset
-    assert [s.name for s in build_val_dataset(load_config(config, overrides).data).samples] == ["sunny_1", "sunny_3", "sunny_5"]
+    val = build_val_dataset(load_config(config, overrides).data)
+    assert [s.name for s in val.samples] == ["sunny_1", "sunny_3", "sunny_5"]
 
     report = tmp_path / "eval.json"
     assert main(["evaluate", "--checkpoint", str(out), "--json", str(report), "--direct"]) == 0
