@@ -115,6 +115,11 @@ def test_yaml_errors_name_the_key(tmp_path, data, match):
     ("trainer.seeed=1", "did you mean 'trainer.seed'"),
     ("method.name=stage2 method.stage1_checkpoint=r method.adversarial_input=fuse", "did you mean 'fused'"),
     ("method.ema_alpha=1", "method.ema_alpha: must be in"),
+    # the model section's one check (iccld.io.check_model_config) runs at load time, before any network
+    ("model.beta_schedule=linaer", r"model.beta_schedule: 'linaer' is not one of .* \(did you mean 'linear'\?\)"),
+    ("model.dropout=1.5", r"model.dropout: must be in \[0, 1\), got 1.5"),
+    ("model.decoder_channels=0", "model.decoder_channels: must be >= 1"),
+    ("model.skip_strides=[4,4]", "model.skip_strides: repeated strides"),
 ])
 def test_impossible_values_are_refused(override, match):
     with pytest.raises(ConfigError, match=match):
@@ -190,3 +195,47 @@ def test_every_stage2_config_carries_the_one_recipe():
                 allowed |= fields
         drift = {k: (method.get(k), v) for k, v in recipe.items() if method.get(k) != v and k not in allowed}
         assert not drift, f"{path.relative_to(REPO)} drifts from configs/stage2_recipe.yaml: {drift}"
+
+
+# a value of every ModelConfig field other than the cpu preset's, and the settings it needs besides
+MODEL_CHANGES = {
+    "backbone": ("resnet-tiny", {}), "pretrained": ("some/weights", {}), "norm_eval": (True, {}),
+    "num_classes": (7, {}), "latent_channels": (8, {}), "latent_stride": (32, {}), "inter_coder": (False, {}),
+    "skip_strides": ([4, 8], {}), "decoder": ("daformer", {"skip_strides": [4, 8, 16, 32]}),
+    "decoder_channels": (32, {}), "dropout": (0.3, {}), "unet_channels": ([32], {}),
+    "unet_layers_per_block": (1, {}), "unet_attention": (True, {"unet_mid_block": True}),
+    "unet_mid_block": (True, {}), "unet_norm_groups": (2, {}), "latent_norm": (False, {}),
+    "denoiser_residual": (False, {}), "num_train_timesteps": (500, {}), "beta_schedule": ("linear", {}),
+    "prediction_type": ("epsilon", {"denoiser_residual": False}), "sampling_steps": (2, {}),
+}
+
+
+def test_architecture_fields_name_every_field_that_changes_a_weights_shape():
+    """Build the network with each ModelConfig field changed in turn: a field that changes the shape
+    (or the names) of a weight must be in ARCHITECTURE_FIELDS, or stage 2 would accept a stage-1 run
+    whose weights do not fit."""
+    import torch
+
+    from iccld.io import build_model_from_config
+    from iccld.presets import preset
+    from iccld.sections import ARCHITECTURE_FIELDS, ModelConfig
+
+    def shapes(cfg: ModelConfig) -> dict:
+        torch.manual_seed(0)
+        return {k: tuple(v.shape) for k, v in build_model_from_config(cfg, load_weights=False).state_dict().items()}
+
+    fields = [f.name for f in dataclasses.fields(ModelConfig)]
+    assert set(MODEL_CHANGES) == set(fields), "a new ModelConfig field: give it a changed value in MODEL_CHANGES"
+    assert set(ARCHITECTURE_FIELDS) <= set(fields)
+    changing = set()
+    for name in fields:
+        value, needs = MODEL_CHANGES[name]
+        base = dataclasses.replace(preset("cpu"), **needs)
+        changed = dataclasses.replace(base, **{name: value})
+        assert getattr(changed, name) != getattr(base, name), name
+        if shapes(changed) != shapes(base):
+            changing.add(name)
+    assert changing - set(ARCHITECTURE_FIELDS) == set()
+    # what the fields that keep every shape do is said in sections.py; the list is not just "all"
+    assert changing >= {"backbone", "num_classes", "latent_channels", "decoder", "unet_channels", "inter_coder"}
+    assert {"pretrained", "dropout", "sampling_steps"} & set(ARCHITECTURE_FIELDS) == set()

@@ -14,6 +14,7 @@ import os
 import sys
 from pathlib import Path
 
+from .data.kinds import kind_names
 from .errors import ConfigError, ICCLDError
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -25,8 +26,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 def _add_prepare(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("prepare", help="convert a dataset's labels to train ids once, or generate "
                        "the embedded synthetic benchmark")
-    p.add_argument("kind", choices=["gta5", "synthia", "cityscapes", "acdc", "darkzurich", "mapillary", "bdd100k",
-                                    "folder", "synthetic"])
+    p.add_argument("kind", choices=kind_names())
     p.add_argument("--root", help="dataset folder in its original layout (all kinds but synthetic)")
     p.add_argument("--spec", help="folder datasets: YAML describing the layout and the label map")
     p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="processes to use")

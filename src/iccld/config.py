@@ -18,7 +18,6 @@ checks values that are well-typed but impossible, before any heavy work.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +27,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from .errors import ConfigError
+from .errors import ConfigError, did_you_mean, one_of
 from .utils import OFF_BY_DEFAULT
 from .sections import DataConfig, DatasetConfig, ModelConfig, OptimConfig, TrainerConfig  # noqa: F401 (re-exported)
 
@@ -80,13 +79,8 @@ def _suggest(key: str, schema: Config) -> str:
         if owners:
             verb = "has" if len(owners) == 1 else "have"
             return f" (method {schema.method.name} has no such setting; {', '.join(owners)} {verb})"
-    close = difflib.get_close_matches(key, keys, n=1, cutoff=0.5)
-    if not close:  # try the last component alone, e.g. "lrr" -> optim.lr
-        leaf = key.split(".")[-1]
-        leaves = {k.split(".")[-1]: k for k in keys}
-        hit = difflib.get_close_matches(leaf, list(leaves), n=1, cutoff=0.6)
-        close = [leaves[hit[0]]] if hit else []
-    return f" (did you mean '{close[0]}'?)" if close else ""
+    leaves = {k.split(".")[-1]: k for k in keys}  # else the last component alone, e.g. "lrr" -> optim.lr
+    return did_you_mean(key, keys, cutoff=0.5) or did_you_mean(key.split(".")[-1], leaves, show=leaves)
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -292,26 +286,6 @@ def save_config(config: Config, path: str | Path) -> None:
 # validation of values that are well-typed but impossible
 
 MIN_IMAGE_SIDE = 32  # every encoder's coarsest feature stride: a smaller image has no deepest level
-DATASET_KINDS = ("gta5", "synthia", "cityscapes", "acdc", "darkzurich", "mapillary", "bdd100k", "folder")
-# data.<part>.conditions: the choices of each kind that has them (iccld.data.acdc / darkzurich)
-DATASET_CONDITIONS = {"acdc": ("fog", "night", "rain", "snow"), "darkzurich": ("day", "twilight", "night")}
-# the names of iccld.models.backbones.BACKBONES, checked here before any heavy work (a test keeps them equal)
-BACKBONES = ("mit-tiny", "mit-b0", "mit-b1", "mit-b2", "mit-b3", "mit-b4", "mit-b5", "dinov2-tiny", "dinov2-small",
-             "dinov2-base", "dinov2-large", "dinov2-giant", "resnet-tiny", "resnet-50", "resnet-101",
-             "mobilenet-v2-tiny", "mobilenet-v2-0.35", "mobilenet-v2-0.5", "mobilenet-v2-0.75", "mobilenet-v2",
-             "mobilenet-v2-1.4")
-
-# the names of iccld.models.DECODERS (a test keeps them equal)
-DECODERS = ("segformer", "daformer")
-# the levels DAFormer's head fuses: all of every encoder's four
-DAFORMER_SKIP_STRIDES = (4, 8, 16, 32)
-
-
-def _choice(field_name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        close = difflib.get_close_matches(value, choices, n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise ConfigError(f"{field_name}: '{value}' is not one of {', '.join(choices)}{hint}")
 
 
 def _positive(field_name: str, value: float, allow_zero: bool = False) -> None:
@@ -340,18 +314,21 @@ def _finite(d: dict, prefix: str = "") -> None:
 
 def validate(c: Config) -> None:
     """Raise ConfigError for values no run could use."""
+    from .data.kinds import dataset_kind, kind_names  # the dataset kinds' registry
+    from .io.build import check_model_config  # the one check of the model section
+
     _finite(dataclasses.asdict(c))  # nan and inf pass every comparison below
     _check_method_section(c.method)
-    _choice("model.backbone", c.model.backbone, BACKBONES)
     for part in ("source", "target", "val"):
-        _choice(f"data.{part}.kind", getattr(c.data, part).kind, DATASET_KINDS)
         conditions, kind = getattr(c.data, part).conditions, getattr(c.data, part).kind
+        declared = dataset_kind(kind, f"data.{part}.kind:")  # ConfigError listing the kinds
         if conditions is not None:
-            if kind not in DATASET_CONDITIONS:
-                raise ConfigError(f"data.{part}.conditions: only acdc and darkzurich datasets have conditions "
+            if declared.conditions is None:
+                having = kind_names("conditions")
+                raise ConfigError(f"data.{part}.conditions: only {' and '.join(having)} datasets have conditions "
                                   f"(this one is {kind}); remove it")
             for value in conditions or [""]:
-                _choice(f"data.{part}.conditions", value, DATASET_CONDITIONS[kind])
+                one_of(f"data.{part}.conditions", value, declared.conditions)
         resize = getattr(c.data, part).resize
         if resize is not None and (len(resize) != 2 or min(resize) <= 0):
             raise ConfigError(f"data.{part}.resize: expected [width, height] > 0, got {resize}")
@@ -377,27 +354,9 @@ def validate(c: Config) -> None:
     _positive("trainer.eval_interval", c.trainer.eval_interval, allow_zero=True)
     _positive("trainer.checkpoint_interval", c.trainer.checkpoint_interval)
     _positive("trainer.log_interval", c.trainer.log_interval)
-    _choice("trainer.mixed_precision", c.trainer.mixed_precision, ("auto", "no", "bf16", "fp16"))
-    _choice("trainer.backward", c.trainer.backward, ("sum", "per_term"))
+    one_of("trainer.mixed_precision", c.trainer.mixed_precision, ("auto", "no", "bf16", "fp16"))
+    one_of("trainer.backward", c.trainer.backward, ("sum", "per_term"))
     _positive("optim.lr", c.optim.lr)
     _positive("optim.warmup_iters", c.optim.warmup_iters, allow_zero=True)
-    _choice("optim.no_decay", c.optim.no_decay, ("one_dim", "norms"))
-    _positive("model.latent_channels", c.model.latent_channels)
-    _choice("model.prediction_type", c.model.prediction_type, ("sample", "epsilon", "v_prediction"))
-    if not 1 <= c.model.sampling_steps <= c.model.num_train_timesteps:
-        raise ConfigError(f"model.sampling_steps: must be in 1..{c.model.num_train_timesteps} "
-                          f"(model.num_train_timesteps), got {c.model.sampling_steps}")
-    if c.model.denoiser_residual and c.model.prediction_type != "sample":
-        raise ConfigError(f"model.denoiser_residual: only for model.prediction_type=sample (got "
-                          f"{c.model.prediction_type}); set model.denoiser_residual=false")
-    if c.model.latent_stride not in (4, 8, 16, 32):
-        raise ConfigError(f"model.latent_stride: must be 4, 8, 16 or 32, got {c.model.latent_stride}")
-    bad = [s for s in c.model.skip_strides if s not in (4, 8, 16, 32)]
-    if bad:
-        raise ConfigError(f"model.skip_strides: each must be 4, 8, 16 or 32, got {bad}")
-    _choice("model.decoder", c.model.decoder, DECODERS)
-    if (c.model.decoder == "daformer" and c.model.inter_coder
-            and sorted(c.model.skip_strides) != list(DAFORMER_SKIP_STRIDES)):
-        raise ConfigError(f"model.skip_strides: the daformer decoder fuses all four encoder levels, as DAFormer's "
-                          f"head does; set model.skip_strides=[4,8,16,32] (got {list(c.model.skip_strides)})")
-
+    one_of("optim.no_decay", c.optim.no_decay, ("one_dim", "norms"))
+    check_model_config(c.model)

@@ -5,6 +5,8 @@ of :class:`ICCLDError` with a one-line message that names the file or field and 
 prints that line and exits with status 2; ``--debug`` shows the traceback instead.
 """
 
+import difflib
+
 
 class ICCLDError(Exception):
     """Base class for errors whose message is meant for the user, not a traceback."""
@@ -30,3 +32,19 @@ class TrainingError(ICCLDError):
 
 class MissingExtraError(ICCLDError):
     """An optional feature whose extra is not installed (``pip install 'iccld[EXTRA]'``)."""
+
+
+def did_you_mean(value: str, choices, cutoff: float = 0.6, show=None) -> str:
+    """`` (did you mean 'X'?)`` for the choice X closest to ``value`` (``difflib``'s ratio >= ``cutoff``),
+    or "" when none is close; ``show`` maps a choice to what the hint names instead (a leaf key to the
+    full key)."""
+    close = difflib.get_close_matches(value, list(choices), n=1, cutoff=cutoff)
+    if not close:
+        return ""
+    return f" (did you mean '{show[close[0]] if show is not None else close[0]}'?)"
+
+
+def one_of(field_name: str, value: str, choices) -> None:
+    """ConfigError naming the field, the choices and the closest one, unless ``value`` is a choice."""
+    if value not in choices:
+        raise ConfigError(f"{field_name}: '{value}' is not one of {', '.join(choices)}{did_you_mean(value, choices)}")

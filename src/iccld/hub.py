@@ -36,6 +36,7 @@ from pathlib import Path
 import yaml
 
 from . import __version__
+from .data.kinds import display_name
 from .errors import CheckpointError, ConfigError
 from .io.hub import LIBRARY_NAME, parse_repo_id, resolve_model_source  # noqa: F401 (resolve_model_source: re-exported)
 from .utils import atomic_copy, atomic_write_text
@@ -55,10 +56,6 @@ from iccld.app import launch
 launch(str(Path(__file__).resolve().parent))  # host and port: GRADIO_SERVER_NAME / _PORT, as the Space sets them
 '''
 PARTIAL_EXPORT = ".iccld-export-partial"  # present while an export is being written
-# a benchmark kind -> the words a model card uses for it
-_DATASET_NAMES = {"gta5": "GTA5", "synthia": "SYNTHIA", "cityscapes": "Cityscapes", "acdc": "ACDC",
-                  "darkzurich": "Dark Zurich", "mapillary": "Mapillary Vistas", "bdd100k": "BDD100K",
-                  "folder": "folder dataset"}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -80,7 +77,7 @@ def _read_json(path: Path, what: str) -> dict:
 def _benchmark(config: dict) -> dict:
     data = config["data"]
     kinds = {part: data[part]["kind"] for part in ("source", "target", "val")}
-    name = f"{_DATASET_NAMES.get(kinds['source'], kinds['source'])} -> {_DATASET_NAMES.get(kinds['target'], kinds['target'])}"
+    name = f"{display_name(kinds['source'])} -> {display_name(kinds['target'])}"
     return {"name": name, **kinds, "val_split": data["val"].get("split", "val")}
 
 
@@ -286,7 +283,7 @@ def model_card(provenance: dict, repo_id: str) -> str:
         # read when the folder is uploaded as a Space (ignored on a model repo)
         title=repo_id.split("/")[-1], sdk="gradio", sdk_version=SPACE_GRADIO_VERSION, app_file="app.py",
         eval_results=[EvalResult(task_type="image-segmentation", task_name="Semantic Segmentation",
-                                 dataset_type=bench["val"], dataset_name=f"{_DATASET_NAMES.get(bench['val'], bench['val'])} "
+                                 dataset_type=bench["val"], dataset_name=f"{display_name(bench['val'])} "
                                  f"{bench['val_split']} ({bench['name']})", dataset_split=bench["val_split"],
                                  metric_type="mean_iou", metric_name="mIoU", metric_value=provenance["val_miou"])])
     per_class = provenance.get("per_class_iou") or {}

@@ -13,10 +13,9 @@
 from __future__ import annotations
 
 import dataclasses
-import difflib
 
 from .sections import ModelConfig
-from .errors import ConfigError
+from .errors import ConfigError, did_you_mean
 
 PRESETS: dict[str, ModelConfig] = {
     "cpu": ModelConfig(
@@ -41,8 +40,6 @@ PRESETS: dict[str, ModelConfig] = {
 def preset(name: str) -> ModelConfig:
     """A fresh copy of the named preset's ModelConfig."""
     if name not in PRESETS:
-        close = difflib.get_close_matches(name, list(PRESETS), n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise ConfigError(f"model preset '{name}' is not one of {', '.join(PRESETS)}{hint}")
+        raise ConfigError(f"model preset '{name}' is not one of {', '.join(PRESETS)}{did_you_mean(name, PRESETS)}")
     return dataclasses.replace(PRESETS[name], skip_strides=list(PRESETS[name].skip_strides),
                                unet_channels=list(PRESETS[name].unet_channels))

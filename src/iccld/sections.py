@@ -16,8 +16,8 @@ from .utils import switch
 
 @dataclass
 class DatasetConfig:
-    """One dataset split. ``kind`` is gta5 | synthia | cityscapes | acdc | darkzurich | mapillary |
-    bdd100k | folder."""
+    """One dataset split. ``kind`` is a kind of :mod:`iccld.data.kinds`: gta5 | synthia | cityscapes |
+    acdc | darkzurich | mapillary | bdd100k | folder, or one registered there."""
 
     kind: str = "cityscapes"
     root: str = ""
@@ -91,6 +91,19 @@ class ModelConfig:
     beta_schedule: str = "squaredcos_cap_v2"
     prediction_type: str = "sample"  # sample | epsilon | v_prediction
     sampling_steps: int = 4  # K, DDIM steps at inference
+
+
+# The fields of ModelConfig that fix what a network's weights are: each changes the shape of some
+# weight (tests/test_config.py builds the network with every field changed in turn and compares the
+# weights' shapes, so a new field that does is missing here fails it), or what the same weights
+# compute: latent_stride (the latent's resolution), unet_norm_groups and latent_norm (the
+# normalisations), denoiser_residual (eps_theta's output added to z0). Weights move only between
+# networks that agree on these (stage 2 refuses a stage-1 run that differs); the rest (pretrained,
+# norm_eval, dropout, the noise schedule, prediction_type, sampling_steps) may differ.
+ARCHITECTURE_FIELDS = ("backbone", "num_classes", "latent_channels", "latent_stride", "inter_coder",
+                       "skip_strides", "decoder", "decoder_channels", "unet_channels", "unet_layers_per_block",
+                       "unet_attention", "unet_mid_block", "unet_norm_groups", "latent_norm",
+                       "denoiser_residual")
 
 
 @dataclass

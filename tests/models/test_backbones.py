@@ -31,12 +31,29 @@ def tiny(name: str) -> torch.nn.Module:
 
 
 def test_the_registry_names_every_family_and_lists_choices_on_a_typo():
-    from iccld import config
+    from iccld.config import load_config
+    from iccld.errors import ConfigError
 
     assert {"mit-b0", "mit-b5", "dinov2-small", "dinov2-giant", "resnet-101"} <= set(BACKBONES)
-    assert set(config.BACKBONES) == set(BACKBONES)  # what load_config accepts is what can be built
     with pytest.raises(ValueError, match="mit-b5"):
         build_backbone("mit-b6")
+    with pytest.raises(ConfigError, match=r"model.backbone: 'mit-b6' is not one of mit-tiny, .*mit-b5.*"
+                                          r"\(did you mean 'mit-b5'\?\)"):
+        load_config(None, ["model.backbone=mit-b6"])
+
+
+def test_a_backbone_registered_at_run_time_is_a_config_choice_and_builds(monkeypatch):
+    """A new backbone is one builder in BACKBONES: the config accepts its name (no copy of the list
+    elsewhere) and the network builds around it."""
+    from iccld.config import load_config
+    from iccld.io import build_model_from_config
+    from iccld.models.backbones import build_mit
+
+    monkeypatch.setitem(BACKBONES, "toy-net", lambda name, rate, **kw: build_mit("mit-tiny", rate, **TINY["mit"]))
+    cfg = load_config(None, ["model.backbone=toy-net", "model.decoder_channels=8", "model.unet_channels=[8]",
+                             "model.latent_channels=4", "model.unet_mid_block=false", "model.unet_attention=false"])
+    model = build_model_from_config(cfg.model)
+    assert tuple(model.encoder.channels) == (8, 16, 24, 32)  # TINY's widths reached the network
 
 
 @pytest.mark.parametrize("name", sorted(BACKBONES))

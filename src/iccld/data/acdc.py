@@ -21,6 +21,8 @@ from typing import Optional, Sequence
 
 from ..errors import ConfigError, DataError
 from .base import SegmentationDataset, Transform, attach_labels, list_files, require_dir
+from .kinds import DatasetKind
+from .labels import CITYSCAPES_MAP, LabelMap
 from .transforms import EvalTransform
 
 CONDITIONS = ("fog", "night", "rain", "snow")
@@ -118,6 +120,11 @@ def acdc_label_jobs(root: Path) -> tuple[list[tuple[Path, Path]], str]:
     return label_jobs(Path(root) / "gt", LAYOUT)
 
 
+def label_map(encoding: str) -> LabelMap:
+    """The map of labels in ``encoding`` (:func:`label_jobs`): Cityscapes label ids or train ids."""
+    return CITYSCAPES_MAP if encoding == "ids" else LabelMap("train_ids")
+
+
 def acdc_report(root: Path) -> list[str]:
     root = Path(root)
     require_dir(root / "rgb_anon", LAYOUT)
@@ -153,3 +160,16 @@ class ACDCDataset(SegmentationDataset):
             items += found
         super().__init__(attach_labels(items, labelled, command), transform or EvalTransform(),
                          root=root, skip_bad=skip_bad, prepare_command=command)
+
+
+def _plan(root: Path, spec: Optional[str]) -> tuple[list[tuple[Path, Path]], LabelMap]:
+    jobs, encoding = acdc_label_jobs(root)
+    return jobs, label_map(encoding)
+
+
+KIND = DatasetKind(
+    name="acdc", display_name="ACDC",
+    dataset=lambda cfg, transform, **common: ACDCDataset(cfg.root, cfg.split, transform,
+                                                         conditions=cfg.conditions, **common),
+    plan=_plan, layout_report=acdc_report, conditions=CONDITIONS,
+)

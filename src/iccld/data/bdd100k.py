@@ -23,6 +23,8 @@ from typing import Optional
 
 from ..errors import DataError
 from .base import SegmentationDataset, Transform, attach_labels, count_pairs, list_files, require_dir
+from .kinds import DatasetKind
+from .labels import LabelMap
 from .transforms import EvalTransform
 
 SPLITS = ("train", "val", "test")
@@ -122,3 +124,11 @@ class BDD100KDataset(SegmentationDataset):
         command = f"iccld prepare bdd100k --root {root}"
         super().__init__(attach_labels(items, labelled, command), transform or EvalTransform(),
                          root=root, skip_bad=skip_bad, prepare_command=command)
+
+
+KIND = DatasetKind(
+    name="bdd100k", display_name="BDD100K",
+    dataset=lambda cfg, transform, **common: BDD100KDataset(cfg.root, cfg.split, transform, **common),
+    plan=lambda root, spec: (bdd100k_label_jobs(root), LabelMap("train_ids")),  # shipped in train ids
+    layout_report=bdd100k_report,
+)

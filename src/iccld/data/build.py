@@ -1,4 +1,5 @@
-"""Datasets from config: the one place where DatasetConfig/DataConfig are read."""
+"""Datasets from config: the one place where DatasetConfig/DataConfig are read (each kind's file
+builds its own split from a DatasetConfig, see :mod:`iccld.data.kinds`)."""
 
 from __future__ import annotations
 
@@ -10,15 +11,8 @@ import torch
 from ..sections import DataConfig, DatasetConfig
 from ..errors import ConfigError
 from .base import SegmentationDataset
-from .acdc import ACDCDataset
-from .bdd100k import BDD100KDataset
-from .cityscapes import CityscapesDataset
-from .darkzurich import DarkZurichDataset
-from .folder import FolderDataset
-from .gta5 import GTA5Dataset
-from .mapillary import MapillaryDataset
+from .kinds import dataset_kind
 from .rcs import RareClassDataset, load_class_stats
-from .synthia import SynthiaDataset
 from .transforms import EvalTransform, TrainTransform
 
 
@@ -40,27 +34,8 @@ def build_dataset(cfg: DatasetConfig, *, train: bool, crop_size: Optional[Sequen
         transform = TrainTransform(cfg.resize, crop_size, cat_max_ratio, flip, jitter, cfg.keep_ratio)
     else:
         transform = EvalTransform(cfg.resize, cfg.keep_ratio)
-    common = dict(labelled=labelled, skip_bad=skip_bad)
-    builders = {
-        "gta5": lambda: GTA5Dataset(cfg.root, transform, **common),
-        "synthia": lambda: SynthiaDataset(cfg.root, transform, **common),
-        "cityscapes": lambda: CityscapesDataset(cfg.root, cfg.split, transform, **common),
-        "acdc": lambda: ACDCDataset(cfg.root, cfg.split, transform, conditions=cfg.conditions, **common),
-        "darkzurich": lambda: DarkZurichDataset(cfg.root, cfg.split, transform, times=cfg.conditions, **common),
-        "mapillary": lambda: MapillaryDataset(cfg.root, cfg.split, transform, **common),
-        "bdd100k": lambda: BDD100KDataset(cfg.root, cfg.split, transform, **common),
-        "folder": lambda: FolderDataset(cfg.root, _spec(cfg), cfg.split, transform, **common),
-    }
-    if cfg.kind not in builders:
-        raise ConfigError(f"data: dataset kind '{cfg.kind}' is not one of {', '.join(builders)}")
-    return builders[cfg.kind]()
-
-
-def _spec(cfg: DatasetConfig) -> str:
-    if not cfg.spec:
-        raise ConfigError("data: a folder dataset needs 'spec', the YAML describing its layout "
-                          "(see docs/datasets.md)")
-    return cfg.spec
+    kind = dataset_kind(cfg.kind, "data: dataset kind")  # ConfigError listing the kinds
+    return kind.dataset(cfg, transform, labelled=labelled, skip_bad=skip_bad)
 
 
 def build_source_dataset(data_cfg: DataConfig) -> torch.utils.data.Dataset:

@@ -18,6 +18,8 @@ from typing import Optional
 
 from ..errors import DataError
 from .base import SegmentationDataset, Transform, attach_labels, list_files, require_dir
+from .kinds import DatasetKind
+from .labels import CITYSCAPES_MAP
 from .transforms import EvalTransform
 
 SPLITS = ("train", "val", "test")
@@ -68,3 +70,10 @@ class CityscapesDataset(SegmentationDataset):
             items.append((f, label_dir / (name + LABEL_SUFFIX), label_dir / (name + PREPARED), name))
         super().__init__(attach_labels(items, labelled, command), transform or EvalTransform(),
                          root=root, skip_bad=skip_bad, prepare_command=command)
+
+
+KIND = DatasetKind(
+    name="cityscapes", display_name="Cityscapes",
+    dataset=lambda cfg, transform, **common: CityscapesDataset(cfg.root, cfg.split, transform, **common),
+    plan=lambda root, spec: (cityscapes_label_jobs(root), CITYSCAPES_MAP),
+)

@@ -20,8 +20,10 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from ..errors import DataError
-from .acdc import IMAGE_SUFFIX, anon_items, check_choice, label_jobs, layout_report
+from .acdc import IMAGE_SUFFIX, anon_items, check_choice, label_jobs, label_map, layout_report
 from .base import SegmentationDataset, Transform, attach_labels, require_dir
+from .kinds import DatasetKind
+from .labels import LabelMap
 from .transforms import EvalTransform
 
 TIMES = ("day", "twilight", "night")
@@ -70,3 +72,16 @@ class DarkZurichDataset(SegmentationDataset):
             items += found
         super().__init__(attach_labels(items, labelled, command), transform or EvalTransform(),
                          root=root, skip_bad=skip_bad, prepare_command=command)
+
+
+def _plan(root: Path, spec: Optional[str]) -> tuple[list[tuple[Path, Path]], LabelMap]:
+    jobs, encoding = darkzurich_label_jobs(root)
+    return jobs, label_map(encoding)
+
+
+KIND = DatasetKind(
+    name="darkzurich", display_name="Dark Zurich",
+    dataset=lambda cfg, transform, **common: DarkZurichDataset(cfg.root, cfg.split, transform,
+                                                               times=cfg.conditions, **common),
+    plan=_plan, layout_report=darkzurich_report, conditions=TIMES,
+)

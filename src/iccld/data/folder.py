@@ -29,6 +29,7 @@ from ..errors import ConfigError, DataError
 from .base import PREPARED_SUFFIX, SegmentationDataset, Transform, attach_labels, list_files, require_dir
 from .labels import IGNORE_INDEX, NUM_CLASSES
 from .labels import LabelMap
+from .kinds import DatasetKind
 from .transforms import EvalTransform
 
 ENCODINGS = ("ids", "rgb", "train_ids")
@@ -198,3 +199,21 @@ class FolderDataset(SegmentationDataset):
             items.append((f, label, spec.prepared_path(label), rel))
         super().__init__(attach_labels(items, labelled, command), transform or EvalTransform(),
                          root=root, skip_bad=skip_bad, prepare_command=command)
+
+
+def _dataset(cfg, transform, **common) -> FolderDataset:
+    if not cfg.spec:
+        raise ConfigError("data: a folder dataset needs 'spec', the YAML describing its layout "
+                          "(see docs/datasets.md)")
+    return FolderDataset(cfg.root, cfg.spec, cfg.split, transform, **common)
+
+
+def _plan(root: Path, spec: Optional[str]) -> tuple[list[tuple[Path, Path]], LabelMap]:
+    if not spec:
+        raise ConfigError("iccld prepare folder: --spec is required (the YAML that describes the "
+                          "layout and label map, see docs/datasets.md)")
+    folder_spec = load_folder_spec(spec)
+    return folder_label_jobs(root, folder_spec), folder_spec.label_map()
+
+
+KIND = DatasetKind(name="folder", display_name="folder dataset", dataset=_dataset, plan=_plan)

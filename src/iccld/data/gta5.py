@@ -17,6 +17,8 @@ from typing import Optional
 from ..errors import DataError
 from .base import (PREPARED_SUFFIX, SegmentationDataset, Transform, list_files, paired_flat_folders,
                    require_dir)
+from .kinds import DatasetKind
+from .labels import CITYSCAPES_MAP
 from .transforms import EvalTransform
 
 LAYOUT = "ROOT/images/NNNNN.png and ROOT/labels/NNNNN.png, the GTA5 download layout"
@@ -48,3 +50,10 @@ class GTA5Dataset(SegmentationDataset):
         samples = paired_flat_folders(root, "images", "labels", LAYOUT, command, labelled)
         super().__init__(samples, transform or EvalTransform(),
                          root=root, skip_bad=skip_bad, prepare_command=command)
+
+
+KIND = DatasetKind(
+    name="gta5", display_name="GTA5",
+    dataset=lambda cfg, transform, **common: GTA5Dataset(cfg.root, transform, **common),
+    plan=lambda root, spec: (gta5_label_jobs(root), CITYSCAPES_MAP),
+)

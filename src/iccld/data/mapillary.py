@@ -23,6 +23,7 @@ from typing import Optional
 
 from ..errors import DataError
 from .base import PREPARED_SUFFIX, SegmentationDataset, Transform, attach_labels, count_pairs, list_files, require_dir
+from .kinds import DatasetKind
 from .labels import LabelMap
 from .transforms import EvalTransform
 
@@ -183,3 +184,11 @@ class MapillaryDataset(SegmentationDataset):
         command = f"iccld prepare mapillary --root {root}"
         super().__init__(attach_labels(items, labelled, command), transform or EvalTransform(),
                          root=root, skip_bad=skip_bad, prepare_command=command)
+
+
+KIND = DatasetKind(
+    name="mapillary", display_name="Mapillary Vistas",
+    dataset=lambda cfg, transform, **common: MapillaryDataset(cfg.root, cfg.split, transform, **common),
+    plan=lambda root, spec: (mapillary_label_jobs(root), MAPILLARY_MAP),
+    layout_report=mapillary_report,
+)

@@ -25,13 +25,13 @@ from typing import Optional
 
 import numpy as np
 
-from ..errors import ConfigError, DataError
+from ..errors import DataError
 from ..utils import atomic_write_text
 from .io import read_label, write_png
+from .kinds import dataset_kind
 from .labels import CITYSCAPES_MAP, NUM_CLASSES, SYNTHIA_MAP, LabelMap  # noqa: F401  (re-exported)
 
 STATS_FILE = "sample_class_stats.json"
-KINDS = ("gta5", "synthia", "cityscapes", "acdc", "darkzurich", "mapillary", "bdd100k", "folder", "synthetic")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -65,61 +65,6 @@ def _prepare_one(job: tuple[Path, Path, bool]) -> tuple[list[int], str]:
     return [int(n) for n in counts], status
 
 
-# ----------------------------------------------------------------------------------------------
-# planning: which files, which map
-
-
-def _plan(kind: str, root: Path, spec: Optional[str]) -> tuple[list[tuple[Path, Path]], LabelMap, str]:
-    """(jobs as (original label, prepared label), label map, the command that reruns this)."""
-    command = f"iccld prepare {kind} --root {root}"
-    if kind == "gta5":
-        from .gta5 import gta5_label_jobs
-        return gta5_label_jobs(root), CITYSCAPES_MAP, command
-    if kind == "synthia":
-        from .synthia import synthia_label_jobs
-        return synthia_label_jobs(root), SYNTHIA_MAP, command
-    if kind == "cityscapes":
-        from .cityscapes import cityscapes_label_jobs
-        return cityscapes_label_jobs(root), CITYSCAPES_MAP, command
-    if kind in ("acdc", "darkzurich"):
-        from .acdc import acdc_label_jobs
-        from .darkzurich import darkzurich_label_jobs
-        jobs, encoding = (acdc_label_jobs if kind == "acdc" else darkzurich_label_jobs)(root)
-        return jobs, (CITYSCAPES_MAP if encoding == "ids" else LabelMap("train_ids")), command
-    if kind == "mapillary":
-        from .mapillary import MAPILLARY_MAP, mapillary_label_jobs
-        return mapillary_label_jobs(root), MAPILLARY_MAP, command
-    if kind == "bdd100k":
-        from .bdd100k import bdd100k_label_jobs
-        return bdd100k_label_jobs(root), LabelMap("train_ids"), command
-    if kind == "folder":
-        if not spec:
-            raise ConfigError("iccld prepare folder: --spec is required (the YAML that describes the "
-                              "layout and label map, see docs/datasets.md)")
-        from .folder import folder_label_jobs, load_folder_spec
-        folder_spec = load_folder_spec(spec)
-        return folder_label_jobs(root, folder_spec), folder_spec.label_map(), f"{command} --spec {spec}"
-    raise ConfigError(f"dataset kind '{kind}' is not one of {', '.join(KINDS[:-1])}")
-
-
-def _layout_report(kind: str, root: Path) -> list[str]:
-    """Per-folder image/label counts of the datasets whose downloads are split into folders (a label
-    without its image, or a folder labelled only in part, is a DataError); [] for the others."""
-    if kind == "acdc":
-        from .acdc import acdc_report
-        return acdc_report(root)
-    if kind == "darkzurich":
-        from .darkzurich import darkzurich_report
-        return darkzurich_report(root)
-    if kind == "mapillary":
-        from .mapillary import mapillary_report
-        return mapillary_report(root)
-    if kind == "bdd100k":
-        from .bdd100k import bdd100k_report
-        return bdd100k_report(root)
-    return []
-
-
 def _stats_up_to_date(stats_path: Path, root: Path, jobs: list[tuple[Path, Path]]) -> bool:
     try:
         entries = json.loads(stats_path.read_text())
@@ -138,7 +83,7 @@ def prepare_dataset(kind: str, root: str | Path, workers: int = 2, spec: Optiona
     """Write the train-id labels and ``ROOT/sample_class_stats.json`` for one dataset.
 
     Args:
-        kind: gta5 | synthia | cityscapes | acdc | darkzurich | mapillary | bdd100k | folder.
+        kind: a kind of :mod:`iccld.data.kinds` with a plan (gta5, cityscapes, folder, ...).
         root: the dataset folder in its original layout (see docs/datasets.md).
         workers: processes converting labels in parallel (1 = in this process).
         spec: folder datasets: path of the YAML spec.
@@ -156,8 +101,9 @@ def prepare_dataset(kind: str, root: str | Path, workers: int = 2, spec: Optiona
     if not root.is_dir():
         raise DataError(f"{root}: dataset root not found (expected the {kind} folder in its original "
                         "layout, see docs/datasets.md)")
-    layout = _layout_report(kind, root)
-    jobs, label_map, command = _plan(kind, root, spec)
+    declared = dataset_kind(kind, usable="plan")  # ConfigError listing the kinds prepare knows
+    layout = declared.layout_report(root) if declared.layout_report else []
+    jobs, label_map = declared.plan(root, spec)
     stats_path = root / STATS_FILE
     summary = {"kind": kind, "root": str(root), "labels": len(jobs), "converted": 0, "existing": 0,
                "checked": 0, "stats_file": str(stats_path), "seconds": 0.0, "images_per_second": 0.0,

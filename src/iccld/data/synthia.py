@@ -19,6 +19,8 @@ from typing import Optional
 from ..errors import DataError
 from .base import (PREPARED_SUFFIX, SegmentationDataset, Transform, list_files, paired_flat_folders,
                    require_dir)
+from .kinds import DatasetKind
+from .labels import SYNTHIA_MAP, SYNTHIA_SUBSETS
 from .transforms import EvalTransform
 
 LAYOUT = "ROOT/RGB/NNNNNNN.png and ROOT/GT/LABELS/NNNNNNN.png, the SYNTHIA-RAND-CITYSCAPES layout"
@@ -46,3 +48,11 @@ class SynthiaDataset(SegmentationDataset):
         samples = paired_flat_folders(root, "RGB", "GT/LABELS", LAYOUT, command, labelled)
         super().__init__(samples, transform or EvalTransform(),
                          root=root, skip_bad=skip_bad, prepare_command=command)
+
+
+KIND = DatasetKind(
+    name="synthia", display_name="SYNTHIA",
+    dataset=lambda cfg, transform, **common: SynthiaDataset(cfg.root, transform, **common),
+    plan=lambda root, spec: (synthia_label_jobs(root), SYNTHIA_MAP),
+    class_subsets=SYNTHIA_SUBSETS,  # SYNTHIA lacks terrain, truck and train
+)

@@ -23,17 +23,16 @@ from collections.abc import Mapping, Sequence
 import torch
 import torch.distributed as dist
 
-from ..data.labels import CLASSES, IGNORE_INDEX, NUM_CLASSES, SYNTHIA13, SYNTHIA16
-
-# Subsets as ``summary`` expects them; the keys become keys of the summary.
-SYNTHIA_SUBSETS: dict[str, tuple[int, ...]] = {"miou16": SYNTHIA16, "miou13": SYNTHIA13}
+from ..data.kinds import class_subsets
+from ..data.labels import CLASSES, IGNORE_INDEX, NUM_CLASSES
+# Subsets as ``summary`` expects them; the keys become keys of the summary (`iccld score --subsets`)
+from ..data.labels import SYNTHIA_SUBSETS  # noqa: F401 (re-exported)
 
 
 def subsets_for_source(kind: str) -> dict[str, tuple[int, ...]] | None:
-    """The class subsets a run reports besides mIoU19: SYNTHIA's 16 and 13 classes for a model
-    trained on SYNTHIA (16: without terrain, truck and train, which SYNTHIA lacks; 13: also without
-    wall, fence and pole, as DAFormer and the papers report it), else none."""
-    return SYNTHIA_SUBSETS if kind == "synthia" else None
+    """The class subsets a run reports besides mIoU19, as its source kind declares them (SYNTHIA's
+    16 and 13 classes, see :mod:`iccld.data.kinds`); None when the kind declares none."""
+    return class_subsets(kind) or None
 
 
 class ConfusionMatrix:

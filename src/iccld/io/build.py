@@ -8,29 +8,55 @@ arguments to :func:`iccld.models.build_model`.
 from __future__ import annotations
 
 from ..sections import ModelConfig
-from ..diffusion import check_steps
-from ..errors import ConfigError
+from ..diffusion import BETA_SCHEDULES, PREDICTION_TYPES
+from ..errors import ConfigError, one_of
 from ..models import BACKBONES, DECODERS, ICCLD, build_backbone, build_model
 from .backbone_weights import load_backbone_weights
 
 
+# the strides any backbone's feature levels may have; each backbone has some of them (checked once
+# it is built, :func:`_check_strides`)
+STRIDES = (4, 8, 16, 32)
+# the levels DAFormer's head fuses: all of every encoder's four
+DAFORMER_SKIP_STRIDES = (4, 8, 16, 32)
+
+
 def check_model_config(cfg: ModelConfig) -> None:
-    """Raise :class:`ConfigError` naming the field for a setting no network can be built from."""
-    if cfg.backbone not in BACKBONES:
-        raise ConfigError(f"model.backbone: '{cfg.backbone}' is not one of {', '.join(BACKBONES)}")
+    """Raise :class:`ConfigError` naming the field for a setting no network can be built from.
+
+    The one check of a ``ModelConfig``: the config loader calls it before any heavy work (so
+    ``iccld train`` fails at once), and :func:`build_model_from_config` for a config read from a
+    file. The choices are the registries' (:data:`iccld.models.BACKBONES`, :data:`~iccld.models.DECODERS`,
+    the schedules and prediction types of :mod:`iccld.diffusion`)."""
+    one_of("model.backbone", cfg.backbone, tuple(BACKBONES))
     if cfg.num_classes < 1:
         raise ConfigError(f"model.num_classes: must be >= 1, got {cfg.num_classes}")
     if cfg.latent_channels < 1:
         raise ConfigError(f"model.latent_channels: must be >= 1, got {cfg.latent_channels}")
-    if cfg.decoder not in DECODERS:
-        raise ConfigError(f"model.decoder: '{cfg.decoder}' is not one of {', '.join(DECODERS)}")
+    one_of("model.prediction_type", cfg.prediction_type, PREDICTION_TYPES)
+    one_of("model.beta_schedule", cfg.beta_schedule, BETA_SCHEDULES)
+    if not isinstance(cfg.sampling_steps, int) or not 1 <= cfg.sampling_steps <= cfg.num_train_timesteps:
+        raise ConfigError(f"model.sampling_steps: must be in 1..{cfg.num_train_timesteps} "
+                          f"(model.num_train_timesteps), got {cfg.sampling_steps}")
+    if cfg.denoiser_residual and cfg.prediction_type != "sample":
+        raise ConfigError(f"model.denoiser_residual: only for model.prediction_type=sample (got "
+                          f"{cfg.prediction_type}); set model.denoiser_residual=false")
+    if cfg.latent_stride not in STRIDES:
+        raise ConfigError(f"model.latent_stride: must be 4, 8, 16 or 32, got {cfg.latent_stride}")
+    bad = [s for s in cfg.skip_strides if s not in STRIDES]
+    if bad:
+        raise ConfigError(f"model.skip_strides: each must be 4, 8, 16 or 32, got {bad}")
+    if len(set(cfg.skip_strides)) != len(cfg.skip_strides):
+        raise ConfigError(f"model.skip_strides: repeated strides in {cfg.skip_strides}")
+    one_of("model.decoder", cfg.decoder, tuple(DECODERS))
     if cfg.decoder_channels < 1:
         raise ConfigError(f"model.decoder_channels: must be >= 1, got {cfg.decoder_channels}")
     if not 0 <= cfg.dropout < 1:
         raise ConfigError(f"model.dropout: must be in [0, 1), got {cfg.dropout}")
-    if len(set(cfg.skip_strides)) != len(cfg.skip_strides):
-        raise ConfigError(f"model.skip_strides: repeated strides in {cfg.skip_strides}")
-    check_steps(cfg.sampling_steps, cfg.num_train_timesteps)
+    if (cfg.decoder == "daformer" and cfg.inter_coder
+            and sorted(cfg.skip_strides) != list(DAFORMER_SKIP_STRIDES)):
+        raise ConfigError(f"model.skip_strides: the daformer decoder fuses all four encoder levels, as DAFormer's "
+                          f"head does; set model.skip_strides=[4,8,16,32] (got {list(cfg.skip_strides)})")
 
 
 def _check_strides(cfg: ModelConfig, strides: tuple[int, ...]) -> None:

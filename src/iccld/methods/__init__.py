@@ -10,7 +10,7 @@ from __future__ import annotations
 from .base import (LABELLED_TARGET, SOURCE, TARGET, Critic, Method, MethodConfig, StepOutput,
                    cross_entropy)
 from .stage1 import Stage1, Stage1Config
-from .stage2 import ARCHITECTURE_FIELDS, Stage2, Stage2Config
+from .stage2 import Stage2, Stage2Config
 from .supervised import Oracle, SourceOnly
 
 METHODS: dict[str, type[Method]] = {}
@@ -47,4 +47,4 @@ def build_method(config) -> Method:
 
 __all__ = ["METHODS", "DEFAULT_METHOD", "register", "method_class", "build_method", "Method", "MethodConfig",
            "StepOutput", "Critic", "cross_entropy", "SOURCE", "TARGET", "LABELLED_TARGET", "SourceOnly",
-           "Oracle", "Stage1", "Stage1Config", "Stage2", "Stage2Config", "ARCHITECTURE_FIELDS"]
+           "Oracle", "Stage1", "Stage1Config", "Stage2", "Stage2Config"]

@@ -22,7 +22,6 @@ losses, backpropagates and steps the optimiser; with a critic it then calls
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
 
@@ -31,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.labels import IGNORE_INDEX
-from ..errors import ConfigError
+from ..errors import ConfigError, one_of  # noqa: F401 (one_of: re-exported for the methods' checks)
 from ..uda.ema import copy_model, ema_update
 from ..utils import switch  # noqa: F401 (re-exported: a method's fields added after runs were saved)
 
@@ -44,13 +43,6 @@ SOURCE, TARGET, LABELLED_TARGET = "source", "target", "labelled_target"
 
 
 CE_MEANS = ("labelled", "all")  # see :func:`cross_entropy`
-
-def one_of(field_name: str, value: str, choices: tuple[str, ...]) -> None:
-    """ConfigError naming the field, the choices and the closest one, unless ``value`` is a choice."""
-    if value not in choices:
-        close = difflib.get_close_matches(value, choices, n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise ConfigError(f"{field_name}: '{value}' is not one of {', '.join(choices)}{hint}")
 
 
 @dataclass

@@ -47,6 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import CheckpointError, ConfigError
+from ..sections import ARCHITECTURE_FIELDS
 from ..uda.ema import ema_update
 from ..uda.pseudo_label import pseudo_labels
 from ..uda.mic import masked_consistency_loss
@@ -65,14 +66,6 @@ STILL_LATENT, STILL_AGREEMENT = 1e-3, 0.999
 # adversarial_mixed="third": the critic's output channel of each domain; its least-squares target is
 # that domain's one-hot code (B, 3, h, w)
 DOMAIN_CHANNELS = {"source": 0, "mixed": 1, "target": 2}
-
-# fields of the model config that change the shape of some weight; the rest (pretrained, dropout,
-# sampling_steps) may differ between stage 1 and stage 2
-ARCHITECTURE_FIELDS = ("backbone", "num_classes", "latent_channels", "latent_stride", "inter_coder",
-                       "skip_strides", "decoder", "decoder_channels", "unet_channels", "unet_layers_per_block",
-                       "unet_attention", "unet_mid_block", "unet_norm_groups", "latent_norm",
-                       "denoiser_residual")
-
 
 @dataclass
 class Stage2Config(Stage1Config):

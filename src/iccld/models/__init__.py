@@ -34,23 +34,10 @@ def build_model(encoder: nn.Module, *, num_classes: int, latent_channels: int, l
 
     The latent head reads the encoder's two deepest levels and D its levels at ``skip_strides``,
     whatever channels the encoder declares. The arguments mirror the fields of
-    :class:`iccld.config.ModelConfig`, which documents them; the defaults are the paper's.
+    :class:`iccld.sections.ModelConfig`, which documents them; the defaults are the paper's.
+    Their values are checked once, on the config, by :func:`iccld.io.check_model_config` (and the
+    strides against the built encoder's by :func:`iccld.io.build_model_from_config`).
     """
-    if num_classes < 1:
-        raise ValueError(f"num_classes: must be >= 1, got {num_classes}")
-    if latent_channels < 1:
-        raise ValueError(f"latent_channels: must be >= 1, got {latent_channels}")
-    if decoder not in DECODERS:
-        raise ValueError(f"decoder: '{decoder}' is not one of {', '.join(DECODERS)}")
-    if decoder_channels < 1:
-        raise ValueError(f"decoder_channels: must be >= 1, got {decoder_channels}")
-    if not 0 <= dropout < 1:
-        raise ValueError(f"dropout: must be in [0, 1), got {dropout}")
-    if len(set(skip_strides)) != len(skip_strides):
-        raise ValueError(f"skip_strides: repeated strides in {list(skip_strides)}")
-    if latent_stride not in encoder.strides:
-        raise ValueError(f"latent_stride: must be one of the backbone's strides {tuple(encoder.strides)}, "
-                         f"got {latent_stride}")
     skip_levels = [level_of_stride(encoder, s) for s in skip_strides]
     ch = list(encoder.channels)
     latent_levels = (len(ch) - 2, len(ch) - 1)  # the two deepest levels

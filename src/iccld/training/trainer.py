@@ -546,12 +546,14 @@ class Trainer:
         return {"end_of_run": found} if found else {}
 
     def _log_eval(self, results: dict, writer, bar) -> None:
+        from ..evaluation.metrics import subsets_for_source
+
         entry = {"iteration": self.iteration, **{k: round(v["miou"], 3) for k, v in results.items()}}
         self.history.append(entry)
         if writer is not None:
             for k, v in results.items():
                 writer.add_scalar(f"val/miou_{k}", v["miou"], self.iteration)
-                for subset in ("miou16", "miou13"):  # SYNTHIA runs only
+                for subset in subsets_for_source(self.config.data.source.kind) or ():  # SYNTHIA: miou16/13
                     if v.get(subset) is not None:
                         writer.add_scalar(f"val/{subset}_{k}", v[subset], self.iteration)
         if bar is not None and self.is_main:

@@ -9,10 +9,15 @@ docs/synthetic.md.
     generate("bench", seed=0)  # ~3600 images at 256x128, then prepare_dataset on both domains
 """
 
+from ..kinds import DatasetKind
 from .clip import panning_clip
 from .generate import (LABEL_ID_COLORS, benchmark_parameters, generate, image_seed, render_sample,
                        write_benchmark)
 from .style import MATERIALS, SOURCE_STYLE, TARGET_STYLE, DomainStyle, check_style
+
+# `iccld prepare synthetic --out DIR` generates the benchmark (iccld.data.commands); a config reads
+# its two domains as the kinds whose layouts they have (gta5, cityscapes)
+KIND = DatasetKind(name="synthetic", display_name="synthetic benchmark")
 
 __all__ = [
     "DomainStyle", "SOURCE_STYLE", "TARGET_STYLE", "MATERIALS", "check_style", "generate",
