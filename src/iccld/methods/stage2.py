@@ -346,34 +346,26 @@ def grad_norm(loss: torch.Tensor, param: nn.Parameter) -> float:
 
 def stage1_weights(config: Any, stage2_name: str) -> dict:
     """State dict of the stage-1 model stage 2 starts from, after checking the architecture."""
-    from ..io import load_checkpoint, load_pretrained, read_training_info, resolve_checkpoint
+    from ..io import load_source
 
     where = config.method.stage1_checkpoint
     try:
-        ref = resolve_checkpoint(where)
+        source = load_source(where)
     except CheckpointError as exc:
         raise ConfigError(f"method.stage1_checkpoint: {exc}") from None
-    if ref.kind == "ckpt":
-        state = load_checkpoint(ref.path)
-        model_cfg = state["config"]["model"]
-        done, planned = state.get("iteration"), state["config"]["trainer"]["max_iters"]
-        if Path(where).is_dir() and done is not None and done < planned:
-            raise ConfigError(f"method.stage1_checkpoint: the stage-1 run {where} is not finished (iteration "
-                              f"{done} of {planned}); resume it with `iccld train --resume`, or name "
-                              f"{ref.path} itself to start stage 2 from this intermediate checkpoint")
-        info = {"method": (state.get("method") or {}).get("name", state["config"]["method"]["name"])}
-        weights = state["ema_model" if config.method.stage1_weights == "ema" else "model"]
-    else:
-        loaded = load_pretrained(ref.path)
-        model_cfg, weights = dataclasses.asdict(loaded.config), loaded.state_dict()
-        info = read_training_info(ref.path)
-    if info.get("method") == stage2_name:
-        raise ConfigError(f"method.stage1_checkpoint: {ref.path} is a stage-2 run; name a stage-1 run")
+    unfinished = source.unfinished()
+    if Path(where).is_dir() and unfinished is not None:
+        raise ConfigError(f"method.stage1_checkpoint: the stage-1 run {where} is not finished (iteration "
+                          f"{unfinished[0]} of {unfinished[1]}); resume it with `iccld train --resume`, or name "
+                          f"{source.path} itself to start stage 2 from this intermediate checkpoint")
+    model_cfg, weights = source.model_config(), source.weights(config.method.stage1_weights)
+    if source.provenance.method == stage2_name:
+        raise ConfigError(f"method.stage1_checkpoint: {source.path} is a stage-2 run; name a stage-1 run")
     current = dataclasses.asdict(config.model)
     defaults = dataclasses.asdict(type(config.model)())  # a field added since the stage-1 run had its default
     diff = [f"{k}: {model_cfg.get(k, defaults[k])} vs {current[k]}" for k in ARCHITECTURE_FIELDS
             if model_cfg.get(k, defaults[k]) != current[k]]
     if diff:
-        raise ConfigError(f"method.stage1_checkpoint: {ref.path} has a different architecture "
+        raise ConfigError(f"method.stage1_checkpoint: {source.path} has a different architecture "
                           f"({'; '.join(diff)}); use the same model settings as stage 1")
     return weights

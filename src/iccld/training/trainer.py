@@ -19,7 +19,6 @@ files.
 from __future__ import annotations
 
 import functools
-import json
 import signal
 import sys
 import time
@@ -32,11 +31,11 @@ from torch.utils.data import DataLoader
 
 from ..config import Config, save_config, to_dict
 from ..errors import TrainingError
-from ..io.checkpoint import CKPT_NAME, FINAL_DIR, TRAINING_INFO, rng_state, save_checkpoint, set_rng_state
-from ..io.pretrained import save_pretrained
+from ..io.checkpoint import TrainingState, rng_state, set_rng_state
+from ..io.run_folder import FINAL_FILES, Provenance, RunFolder
 from ..methods import LABELLED_TARGET, SOURCE, TARGET, Method, StepOutput, build_method
 from ..outputs import record_outputs
-from ..utils import atomic_write_text, seed_everything
+from ..utils import seed_everything
 from .sampler import KeySampler
 from .schedule import lr_factor
 
@@ -127,6 +126,7 @@ class Trainer:
         from accelerate import Accelerator
 
         self.config, self.run_dir, self.progress = config, Path(run_dir), progress
+        self.run = RunFolder(run_dir)
         tc = config.trainer
         self.accelerator = Accelerator(mixed_precision=resolve_precision(tc.mixed_precision),
                                        cpu=not torch.cuda.is_available())
@@ -238,54 +238,50 @@ class Trainer:
     # state -----------------------------------------------------------------------------------
 
     def state_dict(self) -> dict:
-        state = {
-            "config": to_dict(self.config),
-            "iteration": self.iteration,
-            "model": self.method.model.state_dict(),
-            "ema_model": self.method.ema_model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "rng": rng_state(),
-            "data": {"sampler_iteration": self.iteration, "bad_pairs": sorted(self.bad_pairs)},
-            "skipped_nonfinite": self.skipped_nonfinite,
-            "history": json.dumps(self.history),
-            "method": self.method.describe(),  # name and inference path, read back by evaluation
-        }
-        if self.disc_optimizer is not None:
-            state["discriminator"] = self.critic.module.state_dict()
-            state["disc_optimizer"] = self.disc_optimizer.state_dict()
-        if self.disc_scheduler is not None:
-            state["disc_scheduler"] = self.disc_scheduler.state_dict()
-        return state
+        return self.training_state().to_state()
+
+    def training_state(self) -> TrainingState:
+        critic = self.disc_optimizer is not None
+        return TrainingState(
+            config=to_dict(self.config), iteration=self.iteration, model=self.method.model.state_dict(),
+            ema_model=self.method.ema_model.state_dict(), optimizer=self.optimizer.state_dict(),
+            scheduler=self.scheduler.state_dict(), scaler=self.scaler.state_dict(), rng=rng_state(),
+            method=self.provenance().checkpoint_entry(), bad_pairs=sorted(self.bad_pairs),
+            skipped_nonfinite=self.skipped_nonfinite, history=self.history,
+            discriminator=self.critic.module.state_dict() if critic else None,
+            disc_optimizer=self.disc_optimizer.state_dict() if critic else None,
+            disc_scheduler=self.disc_scheduler.state_dict() if self.disc_scheduler is not None else None)
+
+    def provenance(self) -> Provenance:
+        return Provenance.of_run(self.method.name, self.method.inference_path, self.iteration, to_dict(self.config))
 
     def load_state_dict(self, state: dict) -> None:
-        self.method.model.load_state_dict(state["model"])
-        self.method.ema_model.load_state_dict(state["ema_model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
+        saved = TrainingState.from_state(state)
+        self.method.model.load_state_dict(saved.model)
+        self.method.ema_model.load_state_dict(saved.ema_model)
+        self.optimizer.load_state_dict(saved.optimizer)
+        self.scheduler.load_state_dict(saved.scheduler)
+        self.scaler.load_state_dict(saved.scaler)
         if self.disc_optimizer is not None:
-            self.critic.module.load_state_dict(state["discriminator"])
-            self.disc_optimizer.load_state_dict(state["disc_optimizer"])
-        if self.disc_scheduler is not None and "disc_scheduler" in state:
-            self.disc_scheduler.load_state_dict(state["disc_scheduler"])
-        self.iteration = int(state["iteration"])
-        self.skipped_nonfinite = int(state.get("skipped_nonfinite", 0))
-        self.bad_pairs = set(state.get("data", {}).get("bad_pairs", []))
+            self.critic.module.load_state_dict(saved.discriminator)
+            self.disc_optimizer.load_state_dict(saved.disc_optimizer)
+        if self.disc_scheduler is not None and saved.disc_scheduler is not None:
+            self.disc_scheduler.load_state_dict(saved.disc_scheduler)
+        self.iteration = saved.iteration
+        self.skipped_nonfinite = saved.skipped_nonfinite
+        self.bad_pairs = set(saved.bad_pairs)
         self.saved_iteration = self.iteration
-        self.history = json.loads(state.get("history", "[]"))
-        set_rng_state(state["rng"])
+        self.history = saved.history
+        set_rng_state(saved.rng)
 
     def save(self) -> None:
         if self.is_main:
-            path = self.run_dir / CKPT_NAME
-            logs = [p for p in (self.run_dir / "logs").glob("events.out.tfevents.*")]
-            record_outputs(self.run_dir, [path, *logs], "train")
+            path = self.run.checkpoint
+            record_outputs(self.run_dir, [path, *self.run.log_files()], "train")
             try:
-                save_checkpoint(path, self.state_dict())
+                self.run.save_checkpoint(self.training_state())
             except OSError as exc:  # the write goes through a temporary file: the old one is untouched
-                kept = (f"the previous {CKPT_NAME} (iteration {self.saved_iteration}) is intact"
+                kept = (f"the previous {path.name} (iteration {self.saved_iteration}) is intact"
                         if self.saved_iteration is not None else "no earlier checkpoint exists")
                 raise TrainingError(f"{path}: cannot write the checkpoint of iteration {self.iteration} "
                                     f"({(exc.strerror or str(exc)).lower()}); {kept}") from None
@@ -402,7 +398,7 @@ class Trainer:
             if self.skipped_nonfinite > tc.skip_nonfinite:
                 raise TrainingError(
                     f"iteration {self.iteration}: non-finite loss in {', '.join(bad)}; the last good "
-                    f"checkpoint is {self.run_dir / CKPT_NAME} (lower optim.lr, or set "
+                    f"checkpoint is {self.run.checkpoint} (lower optim.lr, or set "
                     "trainer.skip_nonfinite=N to skip up to N such batches)")
             self.optimizer.zero_grad(set_to_none=True)
             return {"skipped_nonfinite": float(self.skipped_nonfinite)}
@@ -463,9 +459,9 @@ class Trainer:
         self.stopped_by: int | None = None
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            record_outputs(self.run_dir, ["config.yaml"], "train")
-            save_config(self.config, self.run_dir / "config.yaml")
-        writer = SummaryWriter(str(self.run_dir / "logs"), purge_step=self.iteration) if self.is_main else None
+            record_outputs(self.run_dir, [self.run.config], "train")
+            save_config(self.config, self.run.config)
+        writer = SummaryWriter(str(self.run.logs), purge_step=self.iteration) if self.is_main else None
         streams = {}
         if "source" in self.datasets:
             streams["source"] = _Stream(self._loader("source", SOURCE_STREAM))
@@ -559,17 +555,9 @@ class Trainer:
                       f"{results['model']['miou']:.2f}, ema {results['ema']['miou']:.2f}")
 
     def _write_final(self, results: dict) -> None:
-        final_dir = self.run_dir / FINAL_DIR
-        record_outputs(self.run_dir, [final_dir / name for name in ("config.json", "model.safetensors",
-                                                                    TRAINING_INFO)] + ["results.json"], "train")
-        save_pretrained(self.method.ema_model, final_dir)
-        info = {"method": self.method.name, "inference_path": self.method.inference_path,
-                "iteration": self.iteration, "weights": "ema_model",
-                "val_resize": self.config.data.val.resize,  # iccld predict resizes to it
-                "val_keep_ratio": self.config.data.val.keep_ratio}
-        atomic_write_text(final_dir / TRAINING_INFO, json.dumps(info, indent=2))
-        summary = {"iteration": self.iteration, "method": self.config.method.name,
-                   "inference_path": self.method.inference_path, "history": self.history,
-                   "skipped_bad_samples": self.skipped_bad_total(), "skipped_nonfinite": self.skipped_nonfinite,
-                   "val": results, "diagnostics": self.diagnostics}
-        atomic_write_text(self.run_dir / "results.json", json.dumps(summary, indent=2))
+        record_outputs(self.run_dir, [*FINAL_FILES, self.run.results], "train")
+        provenance = self.provenance()
+        self.run.write_final(self.method.ema_model, provenance)
+        self.run.write_results(provenance, {
+            "history": self.history, "skipped_bad_samples": self.skipped_bad_total(),
+            "skipped_nonfinite": self.skipped_nonfinite, "val": results, "diagnostics": self.diagnostics})
