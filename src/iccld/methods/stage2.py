@@ -28,7 +28,7 @@ that its gradient on eps_theta's last layer is ``adversarial_weight`` times the 
 lambda = ||grad L_seg|| / (||grad L_adv|| + delta), detached and clamped, a ratio that means the same at
 any model size, crop or batch.
 
-Diagnostics (``self.stats``, logged to TensorBoard; the last step's in ``results.json``): the relative
+Diagnostics (the ``logged`` numbers of its :class:`~iccld.methods.base.StepOutput`, in TensorBoard; the last step's in ``results.json``): the relative
 latent change ||z0_hat - z0|| / ||z0|| on source and target rows, the gradient norm each weighted term
 puts on eps_theta's last layer, the effective adversarial weight and the critic's accuracy. At the end
 of a run, :meth:`Stage2.end_of_run` measures on validation images how far the sampled latents moved
@@ -219,14 +219,14 @@ class Stage2(Stage1):
         losses = {"diffusion": self.weights["diffusion"] * loss_diff, "seg": self.weights["seg"] * loss_seg}
         if mic:
             losses["mic"] = self.mic["weight"] * masked_consistency_loss(logits_k, pl, weight, over=self.ce_mean)
-        self.stats = {"pl_weight": float(weight.amax(dim=(1, 2)).mean()),
-                      "latent_change_source": relative_change(z0_hat[:b], z0[:b]),
-                      "latent_change_target": relative_change(z0_hat[2 * b: 3 * b], z0[2 * b: 3 * b])}
+        logged = {"pl_weight": float(weight.amax(dim=(1, 2)).mean()),
+                  "latent_change_source": relative_change(z0_hat[:b], z0[:b]),
+                  "latent_change_target": relative_change(z0_hat[2 * b: 3 * b], z0[2 * b: 3 * b])}
         last = last_layer(model.denoiser)  # eps_theta's last layer: where the terms' gradients are compared
         grads = {k: grad_norm(v, last) for k, v in losses.items()}
-        self.stats.update({f"grad_{k}": v for k, v in grads.items()})
+        logged.update({f"grad_{k}": v for k, v in grads.items()})
         if self.discriminator is None:
-            return StepOutput(losses)
+            return StepOutput(losses, logged=logged)
         groups = {"source": critic_in[:b], "target": critic_in[2 * b: 3 * b]}
         if self.adversarial_mixed != "none":
             groups["mixed"] = critic_in[b: 2 * b]
@@ -241,10 +241,10 @@ class Stage2(Stage1):
         if self.adaptive:  # the adversarial gradient on the last layer = adversarial_weight x the seg one
             weight_adv *= min(grads["seg"] / (adv_grad + ADAPTIVE_DELTA), ADAPTIVE_MAX)
         losses["adv"] = weight_adv * loss_adv
-        self.stats.update(grad_adv=weight_adv * adv_grad, adv_weight=weight_adv)
-        return StepOutput(losses, {k: v.detach() for k, v in groups.items()})
+        logged.update(grad_adv=weight_adv * adv_grad, adv_weight=weight_adv)
+        return StepOutput(losses, {k: v.detach() for k, v in groups.items()}, logged)
 
-    def critic_losses(self, critic_inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def critic_losses(self, critic_inputs: dict[str, torch.Tensor]) -> "dict[str, torch.Tensor] | StepOutput":
         """LS-GAN critic loss on this step's detached inputs (B, C, h, w): "source" labelled 1,
         "target" (and "mixed", with ``adversarial_mixed="target"``) labelled 0; with "third", the mean
         over the three domains of the squared error to that domain's one-hot code."""
@@ -254,9 +254,9 @@ class Stage2(Stage1):
             scores = {k: self.discriminator(critic_inputs[k]) for k in DOMAIN_CHANNELS}
             terms = [F.mse_loss(s, self._label_of(s, k)) for k, s in scores.items()]
             # accuracy: the patches whose largest output is their own domain's channel
-            self.stats["critic_acc"] = float(sum((s.detach().argmax(1) == DOMAIN_CHANNELS[k]).float().mean()
-                                                 for k, s in scores.items()) / len(scores))
-            return {"disc": sum(terms) / len(terms)}
+            accuracy = float(sum((s.detach().argmax(1) == DOMAIN_CHANNELS[k]).float().mean()
+                                 for k, s in scores.items()) / len(scores))
+            return StepOutput({"disc": sum(terms) / len(terms)}, logged={"critic_acc": accuracy})
         s_src = self.discriminator(critic_inputs["source"])
         targets = [critic_inputs[k] for k in ("target", "mixed") if k in critic_inputs]
         s_tgt = self.discriminator(torch.cat(targets))  # (B or 2B, 1, h', w')
@@ -264,9 +264,8 @@ class Stage2(Stage1):
                       + F.mse_loss(s_tgt, torch.full_like(s_tgt, TARGET)))
         # accuracy: the patches on the right side of the labels' midpoint, source and target alike
         middle = (SOURCE + TARGET) / 2
-        self.stats["critic_acc"] = float(((s_src.detach() > middle).float().mean()
-                                          + (s_tgt.detach() < middle).float().mean()) / 2)
-        return {"disc": loss}
+        accuracy = float(((s_src.detach() > middle).float().mean() + (s_tgt.detach() < middle).float().mean()) / 2)
+        return StepOutput({"disc": loss}, logged={"critic_acc": accuracy})
 
     def _label_of(self, score: torch.Tensor, domain: str) -> torch.Tensor:
         """The critic's least-squares target for ``domain`` at the shape of ``score`` (B, 1 or 3, h, w)."""
