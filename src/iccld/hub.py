@@ -67,9 +67,6 @@ _DATASET_NAMES = {"gta5": "GTA5", "synthia": "SYNTHIA", "cityscapes": "Cityscape
 # export
 
 
-_read_json = read_json
-
-
 def _benchmark(config: dict) -> dict:
     data = config["data"]
     kinds = {part: data[part]["kind"] for part in ("source", "target", "val")}
@@ -146,7 +143,7 @@ def export_run(run: str | Path, out: str | Path, *, repo_id: str | None = None, 
     results = folder.read_results()
     # the provenance beside the final model, completed by results.json's
     summary = Provenance.from_record(results)
-    made_by = Provenance.from_record(_read_json(folder.provenance, "written beside the final model")).merged(summary)
+    made_by = Provenance.from_record(read_json(folder.provenance, "written beside the final model")).merged(summary)
     inference_path = made_by.inference_path or "diffusion"
     cfg_path = folder.config
     if not cfg_path.is_file():
@@ -357,7 +354,7 @@ def check_export(folder: str | Path) -> list[str]:
         if not (folder / name).is_file():
             raise CheckpointError(f"{folder / name}: missing; write the folder with `iccld export RUN --out {folder}`")
     model_config, weights = (folder / name for name in MODEL_FILES)
-    cfg = _read_json(model_config, "the model config")
+    cfg = read_json(model_config, "the model config")
     if cfg.get("format") != "iccld" or not isinstance(cfg.get("model"), dict):
         raise CheckpointError(f"{model_config}: not an ICCLD model config")
     try:
@@ -370,12 +367,12 @@ def check_export(folder: str | Path) -> list[str]:
         raise
     except Exception as exc:  # safetensors raises its own error types for a damaged file
         raise CheckpointError(f"{weights}: not readable ({str(exc).splitlines()[0][:120]})") from None
-    info = _read_json(folder / PROVENANCE, "the provenance")
+    info = read_json(folder / PROVENANCE, "the provenance")
     missing = [k for k in ("method", "inference_path", "iteration", "benchmark", "val_miou", "command")
                if k not in info]
     if missing:
         raise CheckpointError(f"{folder / PROVENANCE}: missing {', '.join(missing)}; export the run again")
-    labels = _read_json(folder / LABELS_FILE, "class names and palette")
+    labels = read_json(folder / LABELS_FILE, "class names and palette")
     if len(labels.get("classes", [])) != len(labels.get("palette", [])) or not labels.get("classes"):
         raise CheckpointError(f"{folder / LABELS_FILE}: classes and palette differ in length")
     from .config import from_dict

@@ -19,7 +19,6 @@ from ..outputs import claim_outputs
 from ..utils import atomic_write_text
 
 
-
 def _fingerprint(run: Path) -> str:
     """Hash of RUN/results.json: it changes whenever the run is retrained, resumed or extended."""
     results = RunFolder(run).results

@@ -153,9 +153,6 @@ class RunFolder:
     def __init__(self, path: str | Path):
         self.path = Path(path)
 
-    def __truediv__(self, name: str) -> Path:
-        return self.path / name
-
     checkpoint = property(lambda self: self.path / CHECKPOINT)
     config = property(lambda self: self.path / CONFIG)
     results = property(lambda self: self.path / RESULTS)
