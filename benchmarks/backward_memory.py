@@ -44,15 +44,14 @@ def child(mode: str, data: Path, args) -> dict:
     import torch
 
     from iccld.config import load_config
-    from iccld.training.trainer import SOURCE_STREAM, TARGET_STREAM, Trainer
+    from iccld.training.trainer import Trainer
 
     torch.set_num_threads(args.threads)
     config = load_config(REPO / "configs" / "synthetic" / "stage1_mic.yaml",
                          overrides(data, args) + [f"trainer.backward={mode}"])
     with tempfile.TemporaryDirectory() as run:
         trainer = Trainer(config, Path(run), progress=False)
-        batch = {name: trainer._to_device(next(iter(trainer._loader(name, stream))))
-                 for name, stream in (("source", SOURCE_STREAM), ("target", TARGET_STREAM))}
+        batch = trainer.data.first_batch()
         before = rss_mb()  # the networks and the batch, before any step
         if not reset_peak_rss():
             raise SystemExit("this kernel cannot reset the peak RSS (/proc/self/clear_refs)")

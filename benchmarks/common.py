@@ -302,7 +302,7 @@ class TrainingStep:
         self.batch, self.device, self.bf16 = batch, torch.device(device), bf16
         o = config.optim
         groups = []
-        for name, params in self.method.trainable_groups().items():  # as Trainer._build_optimizer
+        for name, params in self.method.trainable_groups().items():  # as training.optimizers.build_optimizer
             lr = o.lr if name == "encoder" else o.lr * o.head_lr_mult
             decay = [p for p in params if p.ndim > 1]
             no_decay = [p for p in params if p.ndim <= 1]
@@ -336,7 +336,7 @@ class TrainingStep:
         self.optimizer.step()
         if self.disc_optimizer is not None:
             with self._autocast():
-                d_losses = self.method.critic_losses(out.critic_inputs)
+                d_losses = StepOutput.of(self.method.critic_losses(out.critic_inputs)).losses
             if d_losses:
                 self.disc_optimizer.zero_grad(set_to_none=True)
                 sum(d_losses.values()).backward()

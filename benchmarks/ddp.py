@@ -37,13 +37,17 @@ def _trainer_classes():
     import torch
     import torch.distributed as dist
 
+    from iccld.training.distributed import Processes, SyncedLosses
     from iccld.training.trainer import Trainer
+
+    class PlainProcesses(Processes):
+        def synced(self, trainable, *, find_unused):  # each loss call as on one process: no DDP
+            return SyncedLosses(trainable, find_unused=find_unused, world_size=1, device=self.device)
 
     class AllReduceTrainer(Trainer):
         """The trainer before DDP: no wrapper, one flat all-reduce of the gradients after backward."""
 
-        def _synced(self, trainable, loss_fn, *, find_unused):
-            return loss_fn
+        processes_class = PlainProcesses
 
         def _step(self, params, optimizer, loss):
             optimizer.zero_grad(set_to_none=True)

@@ -15,13 +15,13 @@ The report files are listed in the folder's marker as the demo's, so a rerun ref
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
 
 from .config import load_config
 from .errors import TrainingError
+from .io.run_folder import RunFolder
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 CONFIG_DIR = CONFIGS / "synthetic"  # from scratch; "synthetic_pretrained" with --pretrained
@@ -95,7 +95,7 @@ def demo_command(args) -> int:
                           encoder=encoder)
     from .evaluation.runs import evaluate_run
 
-    val = json.loads((runs / names[-1] / "results.json").read_text())["val"]["ema"]["miou"]
+    val = RunFolder(runs / names[-1]).read_results()["val"]["ema"]["miou"]
     test = evaluate_run(runs / names[-1], "test")["ema"]["miou"]  # cached by write_report
     print(f"done in {(time.time() - started) / 60:.1f} min: ICCLD test mIoU {test:.2f} (val {val:.2f}); "
           f"see {report}", file=sys.stderr)

@@ -39,12 +39,14 @@ from . import __version__
 from .data.kinds import display_name
 from .errors import CheckpointError, ConfigError
 from .io.hub import LIBRARY_NAME, parse_repo_id, resolve_model_source  # noqa: F401 (resolve_model_source: re-exported)
+from .io.run_folder import CONFIG, EXPORT_MODEL_FILES, PROVENANCE, Provenance, RunFolder, read_json
 from .utils import atomic_copy, atomic_write_text
 
 # what an exported folder holds; `push` checks each of them before uploading
-MODEL_FILES = ("config.json", "model.safetensors")
+MODEL_FILES = EXPORT_MODEL_FILES
 SPACE_FILES = ("app.py", "requirements.txt")  # what makes the folder a Gradio Space as well
-EXPORT_FILES = MODEL_FILES + ("training.json", "config.yaml", "labels.json", "README.md") + SPACE_FILES
+LABELS_FILE, CARD_FILE = "labels.json", "README.md"
+EXPORT_FILES = MODEL_FILES + (PROVENANCE, CONFIG, LABELS_FILE, CARD_FILE) + SPACE_FILES
 # the Gradio a Space runs (its header's sdk_version): the version the web demo was tested with
 SPACE_GRADIO_VERSION = "6.31.0"
 SPACE_APP = '''"""Hugging Face Space: the iccld web demo (`iccld app`) on the model in this folder."""
@@ -62,18 +64,6 @@ PARTIAL_EXPORT = ".iccld-export-partial"  # present while an export is being wri
 # export
 
 
-def _read_json(path: Path, what: str) -> dict:
-    if not path.is_file():
-        raise CheckpointError(f"{path}: not found ({what})")
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path}: expected a JSON object ({what})")
-    return data
-
-
 def _benchmark(config: dict) -> dict:
     data = config["data"]
     kinds = {part: data[part]["kind"] for part in ("source", "target", "val")}
@@ -81,12 +71,11 @@ def _benchmark(config: dict) -> dict:
     return {"name": name, **kinds, "val_split": data["val"].get("split", "val")}
 
 
-def _measured_by(config: dict, info: dict) -> tuple[str, str]:
+def _measured_by(config: dict, path: str) -> tuple[str, str]:
     """(how the mIoU in results.json was measured, the command that measures it again)."""
     trainer = config["trainer"]
     steps = config["model"].get("sampling_steps")
     how = ("sliding window" if trainer.get("eval_slide") else "whole image")
-    path = info.get("inference_path", "diffusion")
     desc = (f"`iccld train`'s final evaluation: EMA weights, {path} path"
             + (f" (K={steps} DDIM steps, 1 noise draw, seed 0)" if path == "diffusion" else "")
             + f", {how}, every image of the {config['data']['val']['kind']} {config['data']['val'].get('split', 'val')} split")
@@ -140,16 +129,20 @@ def export_run(run: str | Path, out: str | Path, *, repo_id: str | None = None, 
     ``out`` that is, holds or lies inside ``run`` is refused before anything is written.
     """
     run, out = Path(run), Path(out)
-    final = run / "final"
+    folder = RunFolder(run)
+    final = folder.final
     if not run.is_dir():
         raise CheckpointError(f"{run}: no such run folder (expected a folder written by `iccld train`)")
     for name in MODEL_FILES:
         if not (final / name).is_file():
             raise CheckpointError(f"{final / name}: not found; the run is not finished (its EMA model is "
                                   "written at the end): resume it with `iccld train --resume`")
-    results = _read_json(run / "results.json", "written by `iccld train` when the run finishes")
-    info = _read_json(final / "training.json", "written beside the final model")
-    cfg_path = run / "config.yaml"
+    results = folder.read_results()
+    # the provenance beside the final model, completed by results.json's
+    summary = Provenance.from_record(results)
+    made_by = Provenance.from_record(read_json(folder.provenance, "written beside the final model")).merged(summary)
+    inference_path = made_by.inference_path or "diffusion"
+    cfg_path = folder.config
     if not cfg_path.is_file():
         raise CheckpointError(f"{cfg_path}: not found (the run's resolved config)")
     config = _read_run_config(cfg_path)
@@ -157,7 +150,7 @@ def export_run(run: str | Path, out: str | Path, *, repo_id: str | None = None, 
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         if not overwrite:
             raise CheckpointError(f"{out}: exists and is not empty; choose another --out or pass --overwrite")
-        complete = (out / "training.json").is_file() and (out / "config.json").is_file()
+        complete = (out / PROVENANCE).is_file() and (out / MODEL_FILES[0]).is_file()
         if not out.is_dir() or not (complete or (out / PARTIAL_EXPORT).is_file()):
             raise CheckpointError(f"{out}: holds something that is not an iccld export; not replacing it")
     # an earlier export's files are replaced one by one below; anything else in the folder (a Hub
@@ -166,7 +159,7 @@ def export_run(run: str | Path, out: str | Path, *, repo_id: str | None = None, 
         ema = results["val"]["ema"]
         miou = float(ema["miou"])
     except (KeyError, TypeError, ValueError):
-        raise CheckpointError(f"{run / 'results.json'}: no val.ema.miou entry (written by an older iccld?)") from None
+        raise CheckpointError(f"{folder.results}: no val.ema.miou entry (written by an older iccld?)") from None
 
     if onnx:  # before anything is written: a missing extra is one line, not a half export
         from .io.onnx import require_export_packages
@@ -179,17 +172,16 @@ def export_run(run: str | Path, out: str | Path, *, repo_id: str | None = None, 
         atomic_copy(final / name, out / name)
     onnx_record = None
     if onnx:
-        path = info.get("inference_path", results.get("inference_path", "diffusion"))
-        onnx_record = _export_onnx(final, out, config, cfg_path, path, onnx_steps, check_images, check_max_images)
+        onnx_record = _export_onnx(final, out, config, cfg_path, inference_path, onnx_steps, check_images, check_max_images)
     else:
         _remove_onnx(out)
-    how, command = _measured_by(config, info)
+    how, command = _measured_by(config, inference_path)
     repo = repo_id or f"USER/{out.name}"
     provenance = {
-        "method": info.get("method", results.get("method")),
-        "inference_path": info.get("inference_path", results.get("inference_path", "diffusion")),
-        "iteration": int(results.get("iteration", info.get("iteration", 0))),
-        "weights": info.get("weights", "ema_model"),
+        "method": made_by.method,
+        "inference_path": inference_path,
+        "iteration": int(summary.iteration if summary.iteration is not None else made_by.iteration or 0),
+        "weights": made_by.weights,
         "benchmark": _benchmark(config),
         "val_miou": round(miou, 2),
         "val_miou_model": (round(float(results["val"]["model"]["miou"]), 2)
@@ -201,10 +193,10 @@ def export_run(run: str | Path, out: str | Path, *, repo_id: str | None = None, 
     }
     if onnx_record is not None:
         provenance["onnx"] = onnx_record
-    atomic_write_text(out / "training.json", json.dumps(provenance, indent=2) + "\n")
-    atomic_write_text(out / "config.yaml", cfg_path.read_text())
-    atomic_write_text(out / "labels.json", json.dumps(_labels(), indent=2) + "\n")
-    atomic_write_text(out / "README.md", model_card(provenance, repo))
+    atomic_write_text(out / PROVENANCE, json.dumps(provenance, indent=2) + "\n")
+    atomic_write_text(out / CONFIG, cfg_path.read_text())
+    atomic_write_text(out / LABELS_FILE, json.dumps(_labels(), indent=2) + "\n")
+    atomic_write_text(out / CARD_FILE, model_card(provenance, repo))
     atomic_write_text(out / "app.py", SPACE_APP)
     atomic_write_text(out / "requirements.txt", f"iccld[app]=={__version__}\n")
     (out / PARTIAL_EXPORT).unlink()
@@ -358,41 +350,42 @@ def check_export(folder: str | Path) -> list[str]:
     for name in EXPORT_FILES:
         if not (folder / name).is_file():
             raise CheckpointError(f"{folder / name}: missing; write the folder with `iccld export RUN --out {folder}`")
-    cfg = _read_json(folder / "config.json", "the model config")
+    model_config, weights = (folder / name for name in MODEL_FILES)
+    cfg = read_json(model_config, "the model config")
     if cfg.get("format") != "iccld" or not isinstance(cfg.get("model"), dict):
-        raise CheckpointError(f"{folder / 'config.json'}: not an ICCLD model config")
+        raise CheckpointError(f"{model_config}: not an ICCLD model config")
     try:
         from safetensors import safe_open
 
-        with safe_open(str(folder / "model.safetensors"), framework="pt") as fh:
+        with safe_open(str(weights), framework="pt") as fh:
             if not list(fh.keys()):
-                raise CheckpointError(f"{folder / 'model.safetensors'}: holds no tensors")
+                raise CheckpointError(f"{weights}: holds no tensors")
     except CheckpointError:
         raise
     except Exception as exc:  # safetensors raises its own error types for a damaged file
-        raise CheckpointError(f"{folder / 'model.safetensors'}: not readable ({str(exc).splitlines()[0][:120]})") from None
-    info = _read_json(folder / "training.json", "the provenance")
+        raise CheckpointError(f"{weights}: not readable ({str(exc).splitlines()[0][:120]})") from None
+    info = read_json(folder / PROVENANCE, "the provenance")
     missing = [k for k in ("method", "inference_path", "iteration", "benchmark", "val_miou", "command")
                if k not in info]
     if missing:
-        raise CheckpointError(f"{folder / 'training.json'}: missing {', '.join(missing)}; export the run again")
-    labels = _read_json(folder / "labels.json", "class names and palette")
+        raise CheckpointError(f"{folder / PROVENANCE}: missing {', '.join(missing)}; export the run again")
+    labels = read_json(folder / LABELS_FILE, "class names and palette")
     if len(labels.get("classes", [])) != len(labels.get("palette", [])) or not labels.get("classes"):
-        raise CheckpointError(f"{folder / 'labels.json'}: classes and palette differ in length")
+        raise CheckpointError(f"{folder / LABELS_FILE}: classes and palette differ in length")
     from .config import from_dict
 
     try:
-        from_dict(yaml.safe_load((folder / "config.yaml").read_text()) or {}, str(folder / "config.yaml"))
+        from_dict(yaml.safe_load((folder / CONFIG).read_text()) or {}, str(folder / CONFIG))
     except yaml.YAMLError as exc:
-        raise CheckpointError(f"{folder / 'config.yaml'}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        raise CheckpointError(f"{folder / CONFIG}: not valid YAML ({str(exc).splitlines()[0]})") from None
     from huggingface_hub import ModelCard
 
     try:
-        card = ModelCard.load(folder / "README.md")
+        card = ModelCard.load(folder / CARD_FILE)
     except Exception as exc:  # huggingface_hub raises ValueError or YAML errors for a bad header
-        raise CheckpointError(f"{folder / 'README.md'}: bad model card header ({str(exc).splitlines()[0][:120]})") from None
+        raise CheckpointError(f"{folder / CARD_FILE}: bad model card header ({str(exc).splitlines()[0][:120]})") from None
     if card.data.library_name != LIBRARY_NAME or not card.data.eval_results:
-        raise CheckpointError(f"{folder / 'README.md'}: the metadata header needs library_name: {LIBRARY_NAME} "
+        raise CheckpointError(f"{folder / CARD_FILE}: the metadata header needs library_name: {LIBRARY_NAME} "
                               "and a model-index with the mIoU")
     from .io.onnx import ONNX_FILES
 
@@ -454,7 +447,7 @@ def export_command(args) -> int:
         images = collect_images(args.check_images, videos=False)
     out = export_run(args.run, args.out, repo_id=args.repo_id, overwrite=args.overwrite, onnx=args.onnx,
                      onnx_steps=args.steps, check_images=images, check_max_images=args.check_max_images)
-    info = json.loads((out / "training.json").read_text())
+    info = json.loads((out / PROVENANCE).read_text())
     print(f"exported {args.run} to {out}: {info['method']}, {info['iteration']} iterations, "
           f"{info['benchmark']['name']}, val mIoU {info['val_miou']:.2f}; upload with "
           f"`iccld push {out} --repo-id USER/NAME`", file=sys.stderr)
@@ -470,7 +463,7 @@ def export_command(args) -> int:
         print(line, file=sys.stderr)
     if not check.get("met", True):
         print(f"iccld export: the ONNX predictors differ from PyTorch beyond the targets ({check['targets']}); "
-              f"see {out / 'training.json'}", file=sys.stderr)
+              f"see {out / PROVENANCE}", file=sys.stderr)
         return 1
     return 0
 

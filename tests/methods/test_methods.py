@@ -41,14 +41,15 @@ def test_cross_entropy_weighting_and_ignore():
 
 def test_stage1_losses_and_gradients_reach_encoder_and_decoder():
     method = Stage1(tiny_model(), Stage1Config(pl_crop_top=0, pl_crop_bottom=0))
-    losses = method.training_losses(batch(), 0, torch.Generator().manual_seed(0))
+    out = method.training_losses(batch(), 0, torch.Generator().manual_seed(0))
+    losses = out.losses
     assert set(losses) == {"seg", "mix"}
     sum(losses.values()).backward()
     groups = method.model.parameter_groups()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in groups["encoder"])
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in groups["decoder"])
     assert all(p.grad is None for p in method.ema_model.parameters())  # the EMA model never trains
-    assert 0.0 <= method.stats["pl_weight"] <= 1.0
+    assert set(out.logged) == {"pl_weight"} and 0.0 <= out.logged["pl_weight"] <= 1.0
 
 
 def test_stage2_trains_only_the_denoiser_and_the_adversarial_term_reaches_it():
@@ -88,12 +89,12 @@ def test_discriminator_step_lowers_its_own_loss_on_fixed_latents():
     z_src, z_tgt = torch.randn(4, 16, 8, 8) + 1.0, torch.randn(4, 16, 8, 8) - 1.0
     method = Stage2(tiny_model(), Stage2Config(), disc)
     inputs = {"source": z_src, "target": z_tgt}
-    before = method.critic_losses(inputs)["disc"].item()
+    before = method.critic_losses(inputs).losses["disc"].item()
     for _ in range(20):
         opt.zero_grad()
-        method.critic_losses(inputs)["disc"].backward()
+        method.critic_losses(inputs).losses["disc"].backward()
         opt.step()
-    after = method.critic_losses(inputs)["disc"].item()
+    after = method.critic_losses(inputs).losses["disc"].item()
     assert after < 0.5 * before
     assert method.critic().module is disc and method.critic().lr == Stage2Config().disc_lr
 
@@ -125,7 +126,8 @@ def test_stage2_fused_adversarial_input_aligns_what_the_decoder_sees():
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.decoder.skip_projs.parameters())
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.denoiser.parameters())
     assert all(p.grad is None for p in model.encoder.parameters())  # E stays frozen
-    assert "disc" in method.critic_losses(out.critic_inputs)
+    critic = method.critic_losses(out.critic_inputs)
+    assert set(critic.losses) == {"disc"} and 0 <= critic.logged["critic_acc"] <= 1
 
 
 @pytest.mark.parametrize("weighting,base", [("fixed", 0.05), ("adaptive", 0.3), ("adaptive", 2.0)])
@@ -138,7 +140,7 @@ def test_stage2_adaptive_adversarial_weight_sets_the_gradient_ratio_on_the_last_
     cfg = Stage2Config(pl_crop_top=0, pl_crop_bottom=0, adversarial_weight=base, adversarial_weighting=weighting)
     method = Stage2(model, cfg, disc)
     out = method.training_losses(batch(), 0, torch.Generator().manual_seed(0))
-    last, stats = last_layer(model.denoiser), method.stats
+    last, stats = last_layer(model.denoiser), out.logged
     assert last is model.denoiser.conv_out.weight and last.grad is None  # measuring leaves .grad alone
     (g_seg,) = torch.autograd.grad(out.losses["seg"], last, retain_graph=True)
     (g_adv,) = torch.autograd.grad(out.losses["adv"], last, retain_graph=True)

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from iccld.config import from_dict, load_config, to_dict, to_yaml
 from iccld.errors import ConfigError
+from iccld.methods import StepOutput
 from iccld.methods.stage1 import Stage1, Stage1Config
 from iccld.methods.stage2 import Stage2, Stage2Config
 from iccld.models import PatchDiscriminator
@@ -52,7 +53,7 @@ def perturbed(method):
 
 
 def losses_of(method, data, seed=3):
-    return method.training_losses(data, 0, torch.Generator().manual_seed(seed))
+    return StepOutput.of(method.training_losses(data, 0, torch.Generator().manual_seed(seed)))
 
 
 def test_fd_adds_exactly_its_weight_times_the_feature_distance():
@@ -61,7 +62,7 @@ def test_fd_adds_exactly_its_weight_times_the_feature_distance():
     on = Stage1(tiny_model(), Stage1Config(fd_weight=0.5, **CONFIDENT))
     frozen = {k: v.clone() for k, v in on.imagenet_encoder.state_dict().items()}
     perturbed(on).eval()
-    a, b = losses_of(off, data), losses_of(on, data)
+    a, b = losses_of(off, data).losses, losses_of(on, data).losses
     assert set(a) == {"seg", "mix"} and set(b) == {"seg", "fd", "mix"}
     assert torch.equal(a["seg"], b["seg"]) and torch.equal(a["mix"], b["mix"])  # FD changes nothing else
     x_s, y_s = data["source"]["image"], data["source"]["label"]
@@ -100,7 +101,7 @@ def test_mic_adds_the_masked_consistency_loss_on_the_same_draws():
     cfg = Stage1Config(mic_weight=0.5, mic_block_size=8, mic_ratio=0.7, **CONFIDENT)
     off = Stage1(tiny_model(), Stage1Config(**CONFIDENT)).eval()
     on = Stage1(tiny_model(), cfg).eval()  # eval: no dropout, so every forward is reproducible
-    a, b = losses_of(off, data), losses_of(on, data)
+    a, b = losses_of(off, data).losses, losses_of(on, data).losses
     assert set(b) == {"seg", "mix", "mic"}
     assert torch.equal(a["seg"], b["seg"]) and torch.equal(a["mix"], b["mix"])  # drawn after the mix
     # the same draws by hand: pseudo-labels, the mix, then the masked target
@@ -148,7 +149,7 @@ def test_mixed_critic_sees_source_target_and_mixed_with_mixed_as_target():
     # critic: source labelled 1, target and mixed labelled 0, one mean over both
     expected = 0.5 * (F.mse_loss(src, torch.ones_like(src))
                       + F.mse_loss(torch.cat([tgt, mix]), torch.zeros_like(torch.cat([tgt, mix]))))
-    assert torch.allclose(mixed.critic_losses(b.critic_inputs)["disc"], expected)
+    assert torch.allclose(mixed.critic_losses(b.critic_inputs).losses["disc"], expected)
     # generator: target and mixed both pushed towards the source label
     fooled = torch.cat([tgt, mix]).detach()
     assert torch.allclose(b.losses["adv"], F.mse_loss(fooled, torch.ones_like(fooled)))
@@ -169,7 +170,7 @@ def test_third_class_critic_scores_three_domains_against_their_one_hot_codes():
         return F.one_hot(torch.full(s.shape[:1] + s.shape[2:], codes[k]), 3).permute(0, 3, 1, 2).float()
 
     expected = sum(F.mse_loss(s, code(s, k)) for k, s in scores.items()) / 3
-    assert torch.allclose(method.critic_losses(out.critic_inputs)["disc"], expected)
+    assert torch.allclose(method.critic_losses(out.critic_inputs).losses["disc"], expected)
     fooled = torch.cat([scores["target"], scores["mixed"]]).detach()  # both pushed to the source code
     assert torch.allclose(out.losses["adv"], F.mse_loss(fooled, code(fooled, "source")))
     plain = Stage2.build_critic(Stage2Config(adversarial_weight=1.0), model.config)

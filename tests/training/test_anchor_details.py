@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from iccld.config import load_config, to_dict
 from iccld.errors import ConfigError
 from iccld.methods.base import cross_entropy
-from iccld.training.trainer import NORM_LAYERS, Trainer
+from iccld.training.optimizers import NORM_LAYERS
+from iccld.training.trainer import Trainer
 from iccld.uda.mic import masked_consistency_loss
 
 from conftest import CONFIGS, tiny_overrides
@@ -111,7 +112,4 @@ def test_per_term_backward_gives_the_gradients_of_one_backward(name, tiny_benchm
 
 def _one_batch(trainer: Trainer) -> dict:
     """The first training batch of ``trainer``, built the way its loop builds it."""
-    from iccld.training.trainer import SOURCE_STREAM, TARGET_STREAM
-
-    return {name: trainer._to_device(next(iter(trainer._loader(name, stream))))
-            for name, stream in (("source", SOURCE_STREAM), ("target", TARGET_STREAM))}
+    return trainer.data.first_batch()

@@ -61,7 +61,7 @@ def _interrupt_at(monkeypatch, iteration: int) -> None:
     def step(self, batch):
         out = original(self, batch)
         if self.iteration + 1 == iteration:  # the loop increments after train_step returns
-            self._stop_signal = signal.SIGTERM
+            self.signals.received = signal.SIGTERM
         return out
 
     monkeypatch.setattr(Trainer, "train_step", step)

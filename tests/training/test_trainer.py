@@ -192,7 +192,7 @@ def _interrupt_at(monkeypatch, iteration: int) -> None:
     def step(self, batch):
         out = original(self, batch)
         if self.iteration + 1 == iteration:  # the loop increments after train_step returns
-            self._stop_signal = signal.SIGTERM
+            self.signals.received = signal.SIGTERM
         return out
 
     monkeypatch.setattr(Trainer, "train_step", step)
@@ -309,7 +309,9 @@ def test_a_stage2_run_that_cannot_move_says_so_at_its_end(stage1_runs, tiny_benc
 def test_the_configs_batch_is_the_global_batch_split_over_the_processes(capsys):
     from types import SimpleNamespace
 
-    split = Trainer._split_batch
+    from iccld.training.distributed import Processes
+
+    split = Processes.split_batch
     assert split(SimpleNamespace(world_size=1, is_main=True), 2) == 2
     assert split(SimpleNamespace(world_size=4, is_main=True), 8) == 2  # 4 processes x 2 = the config's 8
     assert capsys.readouterr().err == ""

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..io.run_folder import RunFolder
 from ..utils import atomic_write_text
 from .report import markdown_table
 
@@ -52,10 +53,10 @@ def plot_curves(runs: Path, methods: list[str], titles: dict[str, str], path: Pa
 
     fig, (ax_loss, ax_miou) = plt.subplots(1, 2, figsize=(11, 3.8))
     for name in methods:
-        steps, values = _read_scalars(runs / name / "logs", "train/seg")
+        steps, values = _read_scalars(RunFolder(runs / name).logs, "train/seg")
         if steps:
             ax_loss.plot(steps, values, label=titles[name])
-        history = json.loads((runs / name / "results.json").read_text()).get("history", [])
+        history = RunFolder(runs / name).read_results().get("history", [])
         if history:
             ax_miou.plot([h["iteration"] for h in history], [h["ema"] for h in history], marker="o",
                          label=titles[name])
@@ -122,7 +123,7 @@ def write_report(out: Path, runs: Path, methods: list[str], titles: dict[str, st
                                                 "`configs/synthetic/`") -> Path:
     from .runs import evaluate_run
 
-    results = {m: json.loads((runs / m / "results.json").read_text()) for m in methods}
+    results = {m: RunFolder(runs / m).read_results() for m in methods}
     test = {m: evaluate_run(runs / m, "test")["ema"] for m in methods}
     summaries = {f"{titles[m]} ({results[m]['inference_path']})": test[m] for m in methods}
     beside = "\n".join(["| method | test mIoU | val mIoU |", "|---|---:|---:|"]

@@ -1,4 +1,4 @@
-"""Load trained models for inference from a run folder, a last.ckpt or a save_pretrained folder."""
+"""Load trained models for inference from whatever names one (:func:`iccld.io.load_source`)."""
 
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import yaml
 from torch import nn
 
 from ..config import Config, from_dict
 from ..errors import CheckpointError
-from ..io import build_model_from_config, load_checkpoint, load_pretrained, read_training_info, resolve_checkpoint
+from ..io import build_model_from_config, load_pretrained, load_source
+from ..io.run_folder import CHECKPOINT, CONFIG, Provenance, read_folder_config, read_provenance
 
 
 @dataclass
@@ -28,38 +28,34 @@ class LoadedModels:
 def load_models(checkpoint: str, which: str = "ema") -> LoadedModels:
     """``which`` is model | ema | both. A save_pretrained folder holds one model (the EMA model of a
     finished run), which serves every ``which`` but ``both``; so does a ``.onnx`` file of ``iccld
-    export --onnx`` (run with onnxruntime; the export's config.yaml and training.json beside it
-    give the dataset config and the method)."""
+    export --onnx`` (run with onnxruntime; the export's config and provenance beside it give the
+    dataset config and the method)."""
     if str(checkpoint).lower().endswith(".onnx"):
         return _load_onnx(Path(checkpoint), which)
-    ref = resolve_checkpoint(checkpoint)
+    source = load_source(checkpoint)
     wanted = ("model", "ema") if which == "both" else (which,)
-    if ref.kind == "pretrained":
+    made_by = source.provenance
+    if source.kind == "pretrained":
         if which == "both":
-            raise CheckpointError(f"{ref.path}: a save_pretrained folder holds one model; use --which ema "
-                                  "or point to the run folder's last.ckpt for both")
-        model = load_pretrained(ref.path)
-        info = read_training_info(ref.path)
-        config = _exported_config(ref.path)
-        resize = config.data.val.resize if config is not None else info.get("val_resize")
-        keep_ratio = config.data.val.keep_ratio if config is not None else info.get("val_keep_ratio", True)
-        return LoadedModels({which: model.eval()}, config, info.get("inference_path", "diffusion"),
-                            info.get("method", "unknown"), resize, keep_ratio)
-    state = load_checkpoint(ref.path)
-    config = from_dict(state["config"], str(ref.path))
+            raise CheckpointError(f"{source.path}: a save_pretrained folder holds one model; use --which ema "
+                                  f"or point to the run folder's {CHECKPOINT} for both")
+        model = load_pretrained(source.path)
+        config = _config(source.config, source.path)
+        return LoadedModels({which: model.eval()}, config, made_by.inference_path or "diffusion",
+                            made_by.method or "unknown", *_val_size(config, made_by))
+    config = from_dict(source.config, str(source.path))
     models = {}
     for label in wanted:
         model = build_model_from_config(config.model, load_weights=False)
         try:
-            model.load_state_dict(state["ema_model" if label == "ema" else "model"])
+            model.load_state_dict(source.weights(label))
         except RuntimeError as exc:
-            raise CheckpointError(f"{ref.path}: weights do not fit the saved model config "
+            raise CheckpointError(f"{source.path}: weights do not fit the saved model config "
                                   f"({str(exc).splitlines()[0][:160]})") from None
         models[label] = model.eval()
     # the checkpoint says which method made it and its path; one saved before it did: ask the method
-    made_by = state.get("method") or _describe(config.method.name)
-    return LoadedModels(models, config, made_by["inference_path"], made_by["name"], config.data.val.resize,
-                        config.data.val.keep_ratio)
+    path = made_by.inference_path or _describe(config.method.name)["inference_path"]
+    return LoadedModels(models, config, path, made_by.method, config.data.val.resize, config.data.val.keep_ratio)
 
 
 def _load_onnx(file: Path, which: str) -> LoadedModels:
@@ -68,25 +64,23 @@ def _load_onnx(file: Path, which: str) -> LoadedModels:
     if which == "both":
         raise CheckpointError(f"{file}: an ONNX file holds one model; use --which ema")
     predictor = load_onnx(file)
-    config = _exported_config(file.parent)
-    info = read_training_info(file.parent)
-    resize = config.data.val.resize if config is not None else info.get("val_resize")
-    keep_ratio = config.data.val.keep_ratio if config is not None else info.get("val_keep_ratio", True)
-    return LoadedModels({which: predictor}, config, predictor.path, info.get("method", "unknown"), resize,
-                        keep_ratio)
+    config = _config(read_folder_config(file.parent), file.parent)
+    made_by = read_provenance(file.parent)
+    return LoadedModels({which: predictor}, config, predictor.path, made_by.method or "unknown",
+                        *_val_size(config, made_by))
 
 
-def _exported_config(folder: Path) -> Config | None:
-    """The training config an ``iccld export`` folder (or its Hub snapshot) carries as config.yaml;
-    None for a plain save_pretrained folder such as a run's final/."""
-    path = folder / "config.yaml"
-    if not path.is_file():
-        return None
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise CheckpointError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    return from_dict(raw or {}, str(path))
+def _config(raw: dict | None, folder: Path) -> Config | None:
+    """The training config an ``iccld export`` folder (or its Hub snapshot) carries; None for a plain
+    save_pretrained folder such as a run's final/."""
+    return None if raw is None else from_dict(raw, str(folder / CONFIG))
+
+
+def _val_size(config: Config | None, made_by: Provenance) -> tuple[list[int] | None, bool]:
+    """(data.val.resize, data.val.keep_ratio): the config's, else the provenance's."""
+    if config is not None:
+        return config.data.val.resize, config.data.val.keep_ratio
+    return made_by.val_resize, made_by.val_keep_ratio
 
 
 def _describe(name: str) -> dict:

@@ -14,15 +14,14 @@ from pathlib import Path
 from typing import Sequence
 
 from ..errors import CheckpointError
+from ..io.run_folder import RunFolder
 from ..outputs import claim_outputs
 from ..utils import atomic_write_text
-
-CACHE = "evaluations.json"
 
 
 def _fingerprint(run: Path) -> str:
     """Hash of RUN/results.json: it changes whenever the run is retrained, resumed or extended."""
-    results = run / "results.json"
+    results = RunFolder(run).results
     if not results.is_file():
         raise CheckpointError(f"{results}: not found; the run in {run} has not finished")
     return hashlib.sha256(results.read_bytes()).hexdigest()[:16]
@@ -51,7 +50,7 @@ def evaluate_run(run: str | Path, split: str | None = None, *, which: Sequence[s
 
     run = Path(run)
     fingerprint = _fingerprint(run)
-    cache_path = run / CACHE
+    cache_path = RunFolder(run).evaluations
     cache: dict = {}
     if cache_path.is_file():
         try:

@@ -16,9 +16,9 @@ import torch
 from ..sections import ModelConfig
 from ..errors import CheckpointError
 from ..models import ICCLD
-from ..models.iccld import upgrade_state_dict
 from ..utils import atomic_write_bytes, atomic_write_text
 from .build import build_model_from_config
+from .checkpoint import upgrade_model_state
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
@@ -61,7 +61,7 @@ def load_pretrained(directory: str | Path, map_location: str | torch.device = "c
     except Exception as exc:  # safetensors raises its own error types
         raise CheckpointError(f"{weights}: cannot read the weights ({type(exc).__name__}); "
                               "the file is corrupt or truncated") from None
-    state = upgrade_state_dict(state)
+    state = upgrade_model_state(state)
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))

@@ -15,9 +15,11 @@ A method is one class that declares itself to the trainer, the evaluator and the
 - :meth:`critic`: an extra network with its own optimiser (stage 2's discriminator), or None.
 
 A step: ``training_losses(batch, step, generator)`` returns ``{name: scalar tensor}``, or a
-:class:`StepOutput` that also carries the detached tensors the critic trains on. The trainer sums the
-losses, backpropagates and steps the optimiser; with a critic it then calls
-``critic_losses(critic_inputs)`` and steps the critic's optimiser; last ``after_step`` (EMA update).
+:class:`StepOutput` that also carries the detached tensors the critic trains on and the numbers the
+method wants logged. The trainer sums the losses, backpropagates and steps the optimiser; with a
+critic it then calls ``critic_losses(critic_inputs)`` (losses, or a StepOutput with its own logged
+numbers) and steps the critic's optimiser; last ``after_step`` (EMA update). The trainer logs every
+loss and every logged number under its own name, and knows none of them.
 """
 
 from __future__ import annotations
@@ -78,11 +80,13 @@ class Critic:
 
 @dataclass
 class StepOutput:
-    """What one ``training_losses`` call hands the trainer: the losses it optimises and the
-    (detached) tensors :meth:`Method.critic_losses` trains the critic on."""
+    """What one ``training_losses`` (or ``critic_losses``) call hands the trainer: the losses it
+    optimises, the (detached) tensors :meth:`Method.critic_losses` trains the critic on, and numbers
+    to log that are not optimised (diagnostics: TensorBoard, and the last step's in results.json)."""
 
     losses: dict[str, torch.Tensor]
     critic_inputs: dict[str, torch.Tensor] = field(default_factory=dict)
+    logged: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def of(cls, result: "StepOutput | dict[str, torch.Tensor]") -> "StepOutput":
@@ -129,7 +133,6 @@ class Method(nn.Module):
         # averages them in, alpha_t = 1 - 1/(step + 2) after step 0
         self.ema_offset = 1 if cfg.ema_warmup == "start" else 0
         self.ce_mean = cfg.ce_mean  # what every cross-entropy term is averaged over (cross_entropy's over)
-        self.stats: dict[str, float] = {}  # logged by the trainer, not optimised
         # set by the trainer with trainer.backward=per_term: back-propagates one finished loss now
         self.backward_now: Callable[[torch.Tensor], None] | None = None
 
@@ -163,7 +166,8 @@ class Method(nn.Module):
     # the step ----------------------------------------------------------------------------------
     def training_losses(self, batch: dict, step: int,
                         generator: torch.Generator) -> "dict[str, torch.Tensor] | StepOutput":
-        """Named scalar losses; the trainer optimises their sum. Extra numbers go to ``self.stats``."""
+        """Named scalar losses; the trainer optimises their sum. Numbers to log besides them go in a
+        :class:`StepOutput`'s ``logged``."""
         raise NotImplementedError
 
     def release(self, losses: dict[str, torch.Tensor], *names: str) -> None:
@@ -179,7 +183,7 @@ class Method(nn.Module):
             for n in names:
                 losses[n] = losses[n].detach()
 
-    def critic_losses(self, critic_inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def critic_losses(self, critic_inputs: dict[str, torch.Tensor]) -> "dict[str, torch.Tensor] | StepOutput":
         """The critic's losses from the ``critic_inputs`` of this step's :class:`StepOutput`."""
         return {}
 

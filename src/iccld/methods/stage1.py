@@ -27,7 +27,7 @@ from ..uda.ema import copy_model
 from ..uda.feature_distance import feature_distance
 from ..uda.mic import mask_image, masked_consistency_loss
 from ..uda.pseudo_label import pseudo_labels
-from .base import SOURCE, TARGET, Method, MethodConfig, cross_entropy, one_of, switch
+from .base import SOURCE, TARGET, Method, MethodConfig, StepOutput, cross_entropy, one_of, switch
 
 
 @dataclass
@@ -131,7 +131,7 @@ class Stage1(Method):
         x = strong_augment(x_t, generator, **self.augment)
         return mask_image(x, self.mic["block_size"], self.mic["ratio"], generator)
 
-    def training_losses(self, batch: dict, step: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    def training_losses(self, batch: dict, step: int, generator: torch.Generator) -> StepOutput:
         x_s, y_s = batch["source"]["image"], batch["source"]["label"]
         x_t = batch["target"]["image"]
         logits_s, features = self.source_logits(x_s)
@@ -147,5 +147,4 @@ class Stage1(Method):
             x_k = self.masked_target(x_t, generator)
             losses["mic"] = self.mic["weight"] * masked_consistency_loss(self.segment(self.model, x_k), pl, weight,
                                                                          over=self.ce_mean)
-        self.stats = {"pl_weight": float(weight.amax(dim=(1, 2)).mean())}
-        return losses
+        return StepOutput(losses, logged={"pl_weight": float(weight.amax(dim=(1, 2)).mean())})

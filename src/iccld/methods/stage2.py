@@ -28,7 +28,7 @@ that its gradient on eps_theta's last layer is ``adversarial_weight`` times the 
 lambda = ||grad L_seg|| / (||grad L_adv|| + delta), detached and clamped, a ratio that means the same at
 any model size, crop or batch.
 
-Diagnostics (``self.stats``, logged to TensorBoard; the last step's in ``results.json``): the relative
+Diagnostics (the ``logged`` numbers of its :class:`~iccld.methods.base.StepOutput`, in TensorBoard; the last step's in ``results.json``): the relative
 latent change ||z0_hat - z0|| / ||z0|| on source and target rows, the gradient norm each weighted term
 puts on eps_theta's last layer, the effective adversarial weight and the critic's accuracy. At the end
 of a run, :meth:`Stage2.end_of_run` measures on validation images how far the sampled latents moved
@@ -212,14 +212,14 @@ class Stage2(Stage1):
         losses = {"diffusion": self.weights["diffusion"] * loss_diff, "seg": self.weights["seg"] * loss_seg}
         if mic:
             losses["mic"] = self.mic["weight"] * masked_consistency_loss(logits_k, pl, weight, over=self.ce_mean)
-        self.stats = {"pl_weight": float(weight.amax(dim=(1, 2)).mean()),
-                      "latent_change_source": relative_change(z0_hat[:b], z0[:b]),
-                      "latent_change_target": relative_change(z0_hat[2 * b: 3 * b], z0[2 * b: 3 * b])}
+        logged = {"pl_weight": float(weight.amax(dim=(1, 2)).mean()),
+                  "latent_change_source": relative_change(z0_hat[:b], z0[:b]),
+                  "latent_change_target": relative_change(z0_hat[2 * b: 3 * b], z0[2 * b: 3 * b])}
         last = last_layer(model.denoiser)  # eps_theta's last layer: where the terms' gradients are compared
         grads = {k: grad_norm(v, last) for k, v in losses.items()}
-        self.stats.update({f"grad_{k}": v for k, v in grads.items()})
+        logged.update({f"grad_{k}": v for k, v in grads.items()})
         if self.discriminator is None:
-            return StepOutput(losses)
+            return StepOutput(losses, logged=logged)
         groups = {"source": critic_in[:b], "target": critic_in[2 * b: 3 * b]}
         if self.adversarial_mixed != "none":
             groups["mixed"] = critic_in[b: 2 * b]
@@ -234,10 +234,10 @@ class Stage2(Stage1):
         if self.adaptive:  # the adversarial gradient on the last layer = adversarial_weight x the seg one
             weight_adv *= min(grads["seg"] / (adv_grad + ADAPTIVE_DELTA), ADAPTIVE_MAX)
         losses["adv"] = weight_adv * loss_adv
-        self.stats.update(grad_adv=weight_adv * adv_grad, adv_weight=weight_adv)
-        return StepOutput(losses, {k: v.detach() for k, v in groups.items()})
+        logged.update(grad_adv=weight_adv * adv_grad, adv_weight=weight_adv)
+        return StepOutput(losses, {k: v.detach() for k, v in groups.items()}, logged)
 
-    def critic_losses(self, critic_inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def critic_losses(self, critic_inputs: dict[str, torch.Tensor]) -> "dict[str, torch.Tensor] | StepOutput":
         """LS-GAN critic loss on this step's detached inputs (B, C, h, w): "source" labelled 1,
         "target" (and "mixed", with ``adversarial_mixed="target"``) labelled 0; with "third", the mean
         over the three domains of the squared error to that domain's one-hot code."""
@@ -247,9 +247,9 @@ class Stage2(Stage1):
             scores = {k: self.discriminator(critic_inputs[k]) for k in DOMAIN_CHANNELS}
             terms = [F.mse_loss(s, self._label_of(s, k)) for k, s in scores.items()]
             # accuracy: the patches whose largest output is their own domain's channel
-            self.stats["critic_acc"] = float(sum((s.detach().argmax(1) == DOMAIN_CHANNELS[k]).float().mean()
-                                                 for k, s in scores.items()) / len(scores))
-            return {"disc": sum(terms) / len(terms)}
+            accuracy = float(sum((s.detach().argmax(1) == DOMAIN_CHANNELS[k]).float().mean()
+                                 for k, s in scores.items()) / len(scores))
+            return StepOutput({"disc": sum(terms) / len(terms)}, logged={"critic_acc": accuracy})
         s_src = self.discriminator(critic_inputs["source"])
         targets = [critic_inputs[k] for k in ("target", "mixed") if k in critic_inputs]
         s_tgt = self.discriminator(torch.cat(targets))  # (B or 2B, 1, h', w')
@@ -257,9 +257,8 @@ class Stage2(Stage1):
                       + F.mse_loss(s_tgt, torch.full_like(s_tgt, TARGET)))
         # accuracy: the patches on the right side of the labels' midpoint, source and target alike
         middle = (SOURCE + TARGET) / 2
-        self.stats["critic_acc"] = float(((s_src.detach() > middle).float().mean()
-                                          + (s_tgt.detach() < middle).float().mean()) / 2)
-        return {"disc": loss}
+        accuracy = float(((s_src.detach() > middle).float().mean() + (s_tgt.detach() < middle).float().mean()) / 2)
+        return StepOutput({"disc": loss}, logged={"critic_acc": accuracy})
 
     def _label_of(self, score: torch.Tensor, domain: str) -> torch.Tensor:
         """The critic's least-squares target for ``domain`` at the shape of ``score`` (B, 1 or 3, h, w)."""
@@ -339,34 +338,26 @@ def grad_norm(loss: torch.Tensor, param: nn.Parameter) -> float:
 
 def stage1_weights(config: Any, stage2_name: str) -> dict:
     """State dict of the stage-1 model stage 2 starts from, after checking the architecture."""
-    from ..io import load_checkpoint, load_pretrained, read_training_info, resolve_checkpoint
+    from ..io import load_source
 
     where = config.method.stage1_checkpoint
     try:
-        ref = resolve_checkpoint(where)
+        source = load_source(where)
     except CheckpointError as exc:
         raise ConfigError(f"method.stage1_checkpoint: {exc}") from None
-    if ref.kind == "ckpt":
-        state = load_checkpoint(ref.path)
-        model_cfg = state["config"]["model"]
-        done, planned = state.get("iteration"), state["config"]["trainer"]["max_iters"]
-        if Path(where).is_dir() and done is not None and done < planned:
-            raise ConfigError(f"method.stage1_checkpoint: the stage-1 run {where} is not finished (iteration "
-                              f"{done} of {planned}); resume it with `iccld train --resume`, or name "
-                              f"{ref.path} itself to start stage 2 from this intermediate checkpoint")
-        info = {"method": (state.get("method") or {}).get("name", state["config"]["method"]["name"])}
-        weights = state["ema_model" if config.method.stage1_weights == "ema" else "model"]
-    else:
-        loaded = load_pretrained(ref.path)
-        model_cfg, weights = dataclasses.asdict(loaded.config), loaded.state_dict()
-        info = read_training_info(ref.path)
-    if info.get("method") == stage2_name:
-        raise ConfigError(f"method.stage1_checkpoint: {ref.path} is a stage-2 run; name a stage-1 run")
+    unfinished = source.unfinished()
+    if Path(where).is_dir() and unfinished is not None:
+        raise ConfigError(f"method.stage1_checkpoint: the stage-1 run {where} is not finished (iteration "
+                          f"{unfinished[0]} of {unfinished[1]}); resume it with `iccld train --resume`, or name "
+                          f"{source.path} itself to start stage 2 from this intermediate checkpoint")
+    model_cfg, weights = source.model_config(), source.weights(config.method.stage1_weights)
+    if source.provenance.method == stage2_name:
+        raise ConfigError(f"method.stage1_checkpoint: {source.path} is a stage-2 run; name a stage-1 run")
     current = dataclasses.asdict(config.model)
     defaults = dataclasses.asdict(type(config.model)())  # a field added since the stage-1 run had its default
     diff = [f"{k}: {model_cfg.get(k, defaults[k])} vs {current[k]}" for k in ARCHITECTURE_FIELDS
             if model_cfg.get(k, defaults[k]) != current[k]]
     if diff:
-        raise ConfigError(f"method.stage1_checkpoint: {ref.path} has a different architecture "
+        raise ConfigError(f"method.stage1_checkpoint: {source.path} has a different architecture "
                           f"({'; '.join(diff)}); use the same model settings as stage 1")
     return weights

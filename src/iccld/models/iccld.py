@@ -53,19 +53,6 @@ def average_draws(draws: Iterable[torch.Tensor]) -> Prediction:
     return Prediction(mean, (m2 / count).mean(dim=1) if m2 is not None else None)
 
 
-def upgrade_state_dict(state: dict, prefix: str = "") -> dict:
-    """Rename, in place, the keys of an ICCLD state dict (under ``prefix``) written before the latent
-    diffusion owned eps_theta: ``denoiser.*`` is ``diffusion.denoiser.*`` now. Returns ``state``."""
-    old, new = prefix + "denoiser.", prefix + "diffusion.denoiser."
-    for key in [k for k in state if k.startswith(old)]:
-        state[new + key[len(old):]] = state.pop(key)
-    return state
-
-
-def _upgrade_keys(module: nn.Module, state: dict, prefix: str, *args) -> None:
-    upgrade_state_dict(state, prefix)  # a load_state_dict pre-hook, so every older checkpoint loads
-
-
 class ICCLD(nn.Module):
     """The network. Build it with :func:`iccld.models.build_model` (plain arguments) or
     :func:`iccld.io.build_model_from_config` (a ``ModelConfig``).
@@ -105,7 +92,6 @@ class ICCLD(nn.Module):
         self.latent_levels = tuple(latent_levels)
         self.norm_eval = norm_eval
         self.config = config
-        self.register_load_state_dict_pre_hook(_upgrade_keys)
 
     def train(self, mode: bool = True) -> "ICCLD":
         super().train(mode)

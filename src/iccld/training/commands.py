@@ -18,15 +18,12 @@ import yaml
 
 from ..config import Config, from_dict, load_config
 from ..errors import CheckpointError, TrainingError
-from ..io.checkpoint import CKPT_NAME, FINAL_DIR, TRAINING_INFO, load_checkpoint
+from ..io.checkpoint import load_checkpoint
+from ..io.run_folder import FINAL_FILES, RUN_DIRS, RUN_FILES, RunFolder, is_model_folder, run_of
 from ..outputs import LOCK, MARKER, OutputError, RunLock, check_output_dir, forget_outputs, read_marker, record_outputs
 from ..utils import remove_stale_temporaries
 
 COMMAND = "train"  # the name runs' files carry in the marker
-# the files a run writes at fixed paths (plus TensorBoard's logs/events.out.tfevents.*)
-RUN_FILES = ("config.yaml", CKPT_NAME, "results.json")
-FINAL_FILES = tuple(f"{FINAL_DIR}/{name}" for name in ("config.json", "model.safetensors", TRAINING_INFO))
-RUN_DIRS = (FINAL_DIR, "logs")
 # keys that may change when a run is resumed (to extend it, or to evaluate less often)
 RESUMABLE_KEYS = {"trainer.max_iters", "trainer.eval_interval", "trainer.checkpoint_interval",
                   "trainer.log_interval", "trainer.eval_max_images", "data.num_workers",
@@ -61,7 +58,7 @@ def config_differences(a: Config, b: Config, ignore: set[str] = frozenset()) -> 
 
 
 def _run_files(run_dir: Path) -> dict[str, str]:
-    """The marker's entries, adopting a run written before markers existed (its last.ckpt loads)."""
+    """The marker's entries, adopting a run written before markers existed (its checkpoint loads)."""
     files = read_marker(run_dir)
     if files is not None:
         return files
@@ -69,13 +66,13 @@ def _run_files(run_dir: Path) -> dict[str, str]:
     if not present:
         return {}
     try:
-        load_checkpoint(run_dir / CKPT_NAME)
+        load_checkpoint(RunFolder(run_dir).checkpoint)
     except CheckpointError:
         shown = ", ".join(name + ("/" if name in RUN_DIRS else "") for name in present)
         raise TrainingError(f"{run_dir}: holds {shown}, which iccld did not write (no {MARKER}); "
                             "choose another --out (--overwrite never deletes your files)") from None
     ours = [name for name in RUN_FILES + FINAL_FILES if (run_dir / name).is_file()]
-    ours += [p.relative_to(run_dir) for p in (run_dir / "logs").glob("events.out.tfevents.*")]
+    ours += [p.relative_to(run_dir) for p in RunFolder(run_dir).log_files()]
     record_outputs(run_dir, ours, COMMAND)
     return read_marker(run_dir) or {}
 
@@ -97,7 +94,7 @@ def prepare_run(config: Config, run_dir: Path, *, resume: bool, overwrite: bool,
     """Check the run folder against the request. Returns the checkpoint state to resume from, if any.
 
     Only the main process clears the folder for ``overwrite``; the others read it at most."""
-    files = _run_files(run_dir)
+    files, run = _run_files(run_dir), RunFolder(run_dir)
     foreign = [name for name in RUN_FILES + FINAL_FILES
                if (run_dir / name).exists() and files.get(name) != COMMAND]
     if foreign:
@@ -106,18 +103,18 @@ def prepare_run(config: Config, run_dir: Path, *, resume: bool, overwrite: bool,
     held = any(command == COMMAND and (run_dir / name).is_file() for name, command in files.items())
     if not held:
         if resume:
-            raise TrainingError(f"{run_dir}: no run to resume (no {CKPT_NAME}, no config.yaml); "
+            raise TrainingError(f"{run_dir}: no run to resume (no {run.checkpoint.name}, no {run.config.name}); "
                                 "drop --resume to start one")
         return None
     if overwrite:
         if main_process:
             _clear_run(run_dir, files)
         return None
-    saved_cfg_path = run_dir / "config.yaml"
+    saved_cfg_path = run.config
     saved = None
     if saved_cfg_path.is_file():
         saved = _saved_config(saved_cfg_path)
-    ckpt = run_dir / CKPT_NAME
+    ckpt = run.checkpoint
     ignore = RESUMABLE_KEYS if resume else set()
     if saved is not None:
         _refuse_differences(run_dir, config, saved, ignore, "holds a run with a different config")
@@ -133,7 +130,7 @@ def prepare_run(config: Config, run_dir: Path, *, resume: bool, overwrite: bool,
     if isinstance(state.get("config"), dict):  # a last.ckpt copied from another run carries that run's config
         inside = from_dict(state["config"], f"{ckpt} (the config saved in it)")
         _refuse_differences(run_dir, config, inside, ignore,
-                            f"holds a {CKPT_NAME} whose saved config is not this run's (copied from another run?)")
+                            f"holds a {ckpt.name} whose saved config is not this run's (copied from another run?)")
     return state
 
 
@@ -164,7 +161,7 @@ def _refuse_differences(run_dir: Path, config: Config, other: Config, ignore: se
 def run_started(run_dir: Path) -> bool:
     """Whether ``run_dir`` holds a run to continue (for callers that resume when they can: the demo,
     the benchmarks); ``--resume`` itself is an error without one."""
-    return any((Path(run_dir) / name).is_file() for name in (CKPT_NAME, "config.yaml"))
+    return RunFolder(run_dir).started()
 
 
 def train_command(args) -> int:
@@ -186,7 +183,7 @@ def _is_run_or_export(folder: Path) -> bool:
         files = {}
     if any(command == COMMAND for command in files.values()):
         return True
-    return all((folder / name).is_file() for name in ("config.json", "model.safetensors", TRAINING_INFO))
+    return is_model_folder(folder)
 
 
 def check_run_location(config: Config, run_dir: Path) -> None:
@@ -198,8 +195,7 @@ def check_run_location(config: Config, run_dir: Path) -> None:
     inputs["model.pretrained"] = config.model.pretrained
     stage1 = getattr(config.method, "stage1_checkpoint", "")
     if stage1 and Path(stage1).exists():  # a run folder, its last.ckpt or its final/ folder
-        s1 = Path(os.path.realpath(stage1))
-        s1 = s1.parent if s1.is_file() or s1.name == FINAL_DIR else s1
+        s1 = run_of(Path(os.path.realpath(stage1)))
         if out == s1 or s1 in out.parents or out in s1.parents:
             raise TrainingError(f"{run_dir}: is, holds or lies inside the stage-1 run {stage1} "
                                 "(method.stage1_checkpoint) that this run starts from; choose another --out")
@@ -231,7 +227,7 @@ def run_training(config: Config, run_dir: Path, *, resume: bool = False, overwri
                 print(f"{run_dir}: the run of pid {lock.stale.get('pid', '?')} on {lock.stale.get('host', '?')} "
                       f"ended without releasing {LOCK}; taking over", file=sys.stderr)
             temporaries = remove_stale_temporaries(run_dir, RUN_FILES + (MARKER,))
-            temporaries += remove_stale_temporaries(run_dir / FINAL_DIR, [Path(f).name for f in FINAL_FILES])
+            temporaries += remove_stale_temporaries(RunFolder(run_dir).final, [Path(f).name for f in FINAL_FILES])
             if temporaries:
                 print(f"{run_dir}: removed {len(temporaries)} temporary files of interrupted writes",
                       file=sys.stderr)
@@ -260,13 +256,13 @@ def _run_locked(config: Config, run_dir: Path, *, resume: bool, overwrite: bool,
         trainer.load_state_dict(state)
         if trainer.is_main:
             print(f"resuming {run_dir} at iteration {trainer.iteration}", file=sys.stderr)
-    if trainer.iteration >= config.trainer.max_iters and (run_dir / "results.json").is_file():
+    if trainer.iteration >= config.trainer.max_iters and RunFolder(run_dir).finished():
         print(f"{run_dir}: already finished ({trainer.iteration} iterations)", file=sys.stderr)
         return 0
     results = trainer.fit()
     if trainer.stopped_by is not None:
         name = signal.Signals(trainer.stopped_by).name
-        print(f"{name}: stopped at iteration {trainer.iteration}; checkpoint saved to {run_dir / CKPT_NAME}; "
+        print(f"{name}: stopped at iteration {trainer.iteration}; checkpoint saved to {RunFolder(run_dir).checkpoint}; "
               f"continue with --resume", file=sys.stderr)
         return 128 + trainer.stopped_by
     if trainer.is_main:
