@@ -132,6 +132,10 @@ def test_adverse_configs_select_conditions_and_build(tmp_path):
         load_config(CONFIGS / "cityscapes_acdc" / "stage1.yaml", ["data.source.conditions=[night]"])
 
 
+PINNED_ADVERSE = {"acdc": {"miou": 1.5818, "pixel_accuracy": 5.4609},
+                  "darkzurich": {"miou": 0.9056, "pixel_accuracy": 4.5230}}
+
+
 @pytest.mark.parametrize("family,kind", [("cityscapes_acdc", "acdc"), ("cityscapes_darkzurich", "darkzurich")])
 def test_adverse_stage1_config_trains_with_a_tiny_model(family, kind, tmp_path):
     from iccld.training.commands import run_training
@@ -153,4 +157,8 @@ def test_adverse_stage1_config_trains_with_a_tiny_model(family, kind, tmp_path):
     config = load_config(CONFIGS / family / "stage1.yaml", overrides)
     assert run_training(config, tmp_path / "run", progress=False) == 0
     results = json.loads((tmp_path / "run" / "results.json").read_text())
-    assert results["iteration"] == 2 and results["val"]["ema"]["miou"] is not None
+    assert results["iteration"] == 2
+    # the EMA model's val mIoU and pixel accuracy (%) on the target's night images after the 2 seeded
+    # iterations, measured with torch 2.13 (CPU); the tolerance is a few pixels
+    got = {k: results["val"]["ema"][k] for k in ("miou", "pixel_accuracy")}
+    assert got == pytest.approx(PINNED_ADVERSE[kind], abs=0.005)

@@ -62,3 +62,21 @@ def test_noise_draws_follow_the_generator():
     c = draw_noise(like, torch.Generator().manual_seed(6))
     assert torch.equal(a, b) and not torch.allclose(a, c)
     assert abs(float(draw_noise(torch.empty(64, 64), torch.Generator().manual_seed(0)).std()) - 1) < 0.05
+
+
+def test_every_draw_happens_on_the_generators_device_or_the_cpu():
+    """One rule for noise and timesteps: the generator's device, or the CPU's global generator without
+    one, whatever device the latents are on (here 'meta', where a draw on the latents' device would
+    leave the CPU generator untouched)."""
+    from iccld.diffusion.schedule import draw_device, sample_timesteps
+
+    assert draw_device(None) == torch.device("cpu") and draw_device(torch.Generator()) == torch.device("cpu")
+    like = torch.empty(2, 3, 4, 4, device="meta")
+    for draw, reference in ((lambda: draw_noise(like), lambda: torch.randn(2, 3, 4, 4)),
+                            (lambda: sample_timesteps(5, T, device="meta"), lambda: torch.randint(0, T, (5,)))):
+        torch.manual_seed(7)
+        assert draw().device.type == "meta"  # moved to where it is used
+        after = torch.rand(3)
+        torch.manual_seed(7)
+        reference()
+        assert torch.equal(after, torch.rand(3))  # the draw consumed the CPU generator, as its reference

@@ -1,9 +1,9 @@
-"""The latent diffusion object: its loss is the hand-written stage-2 recipe (same draws, same
-numbers), ``rows`` selects whose error counts, and batched draws equal successive single draws."""
+"""The latent diffusion object: its loss and z0_hat are the formulas written out from the cosine
+schedule's definition (same draws), ``rows`` selects whose error counts, and batched draws equal
+successive single draws."""
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from iccld.diffusion import build_sampler, build_train_scheduler
 from iccld.diffusion.latent import LatentDiffusion
@@ -20,19 +20,46 @@ def diffusion(prediction_type: str = "sample", residual: bool = True) -> LatentD
                            residual=residual and prediction_type == "sample")
 
 
+def cosine_alpha_bar(t: torch.Tensor, T: int = 1000) -> torch.Tensor:
+    """alpha_bar[t] of the squaredcos_cap_v2 schedule from its definition (Nichol & Dhariwal 2021):
+    beta_i = min(1 - f((i + 1) / T) / f(i / T), 0.999) with f(s) = cos((s + 0.008) / 1.008 * pi / 2)^2,
+    alpha_bar[t] = prod_{i <= t} (1 - beta_i); in float64, shaped (B, 1, 1, 1)."""
+    i = torch.arange(T, dtype=torch.float64)
+
+    def f(s):
+        return torch.cos((s + 0.008) / 1.008 * torch.pi / 2) ** 2
+
+    beta = torch.clamp(1 - f((i + 1) / T) / f(i / T), max=0.999)
+    return torch.cumprod(1 - beta, 0)[t].view(-1, 1, 1, 1)
+
+
 @pytest.mark.parametrize("kind", ["sample", "epsilon", "v_prediction"])
 def test_loss_is_the_written_out_recipe(kind):
+    """The loss and z0_hat against the formulas, written here without the schedulers or the code's
+    own noising, target and conversion functions: only eps_theta (the U-Net) is shared."""
     d = diffusion(kind)
     z0 = torch.randn(6, 8, 5, 7, generator=torch.Generator().manual_seed(1))
     got = d.loss(z0, z0, torch.Generator().manual_seed(2), rows=slice(0, 4))
     g = torch.Generator().manual_seed(2)  # t first, then eps, both on the CPU
     t = torch.randint(0, 1000, (6,), generator=g)
-    noise = torch.randn(z0.shape, generator=g)
-    z_t = d.scheduler.add_noise(z0, noise, t)
-    raw = d.denoise(z_t, z0, t)
-    target = {"sample": z0, "epsilon": noise, "v_prediction": d.scheduler.get_velocity(z0, noise, t)}[kind]
-    assert torch.equal(got.loss, F.mse_loss(raw[:4], target[:4]))
-    assert torch.equal(got.z0_hat, d.estimate_z0(z_t, z0, t, output=raw))
+    eps = torch.randn(z0.shape, generator=g)
+    ab = cosine_alpha_bar(t)
+    a, s = ab.sqrt(), (1 - ab).sqrt()
+    z_t = (a * z0 + s * eps).float()
+    with torch.no_grad():
+        out = d.denoiser(torch.cat([z_t, z0], dim=1), t).sample.double()  # eps_theta(concat(z_t, z0), t)
+    if kind == "sample":
+        raw = out + z0  # the residual parameterisation: z0_hat = z0 + eps_theta(...)
+        target, z0_hat = z0, raw
+    elif kind == "epsilon":
+        raw, target = out, eps
+        z0_hat = (z_t - s * raw) / a
+    else:
+        raw, target = out, a * eps - s * z0  # v = sqrt(ab) eps - sqrt(1 - ab) z0
+        z0_hat = a * z_t - s * raw
+    expected = ((raw - target)[:4] ** 2).mean()
+    assert float(got.loss.detach()) == pytest.approx(float(expected), rel=1e-5)
+    torch.testing.assert_close(got.z0_hat.double(), z0_hat.double(), rtol=1e-4, atol=1e-4)
     assert got.z0_hat.shape == z0.shape and got.loss.requires_grad
     everything = d.loss(z0, z0, torch.Generator().manual_seed(2))
     assert not torch.equal(everything.loss, got.loss)  # the last two rows count now

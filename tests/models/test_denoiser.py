@@ -3,11 +3,12 @@ outputs as the generic U-Net call), its reuse, and the flag that switches it off
 
 import dataclasses
 
+import diffusers
 import pytest
 import torch
 
 from iccld.errors import ConfigError
-from iccld.diffusion.fixed_steps import FixedStepDenoiser, supports_fixed_steps
+from iccld.diffusion.fixed_steps import MEASURED_DIFFUSERS, FixedStepDenoiser, supports_fixed_steps
 from iccld.diffusion.unet import run_denoiser
 from iccld.io import build_model_from_config
 from iccld.models.denoiser import build_denoiser, norm_groups
@@ -70,6 +71,31 @@ def test_fixed_step_runner_gives_the_generic_outputs(channels, layers, mid, atte
         for t in TIMESTEPS:
             expected = run_denoiser(unet, z_t, z0, torch.full((3,), t))
             torch.testing.assert_close(runner(z_t, z0, t), expected, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["cpu", "paper"])
+def test_fixed_step_runner_matches_diffusers_own_forward_on_the_presets(name):
+    """Against ``UNet2DModel.forward`` itself (no iccld wrapper), to 1e-5, on the presets' U-Nets."""
+    cfg = preset(name)
+    unet = randomised(build_denoiser(cfg.latent_channels, cfg.unet_channels, cfg.unet_layers_per_block,
+                                     mid_attention=cfg.unet_attention, mid_block=cfg.unet_mid_block))
+    assert supports_fixed_steps(unet)
+    z_t, z0 = torch.randn(2, cfg.latent_channels, 8, 16), torch.randn(2, cfg.latent_channels, 8, 16)
+    with torch.no_grad():
+        runner = FixedStepDenoiser(unet, TIMESTEPS)
+        for t in TIMESTEPS:
+            expected = unet(torch.cat([z_t, z0], dim=1), torch.full((2,), t)).sample
+            assert float(expected.abs().mean()) > 0.05  # every layer random: the output is not trivially 0
+            torch.testing.assert_close(runner(z_t, z0, t), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_fixed_step_runner_is_pinned_to_the_diffusers_version_it_was_checked_against():
+    installed = diffusers.__version__
+    assert installed == MEASURED_DIFFUSERS, (
+        f"diffusers {installed} is installed, but iccld/diffusion/fixed_steps.py re-implements "
+        f"UNet2DModel's forward as of diffusers {MEASURED_DIFFUSERS}. If the equality tests in this file "
+        "pass, rerun benchmarks/fixed_steps_speed.py and set MEASURED_DIFFUSERS to the new version; if "
+        "not, make LatentDiffusion's fast_sampling opt-in (see the module's docstring)")
 
 
 def test_unsupported_unets_are_reported_and_sampling_still_works():

@@ -27,9 +27,24 @@ def test_cpu_preset_is_small_and_its_unet_has_no_middle_block():
     assert model.denoiser.conv_norm_out.num_groups == 4  # 4 channels per group: t is not normalised away
 
 
+def count(cfg):
+    return sum(p.numel() for p in build_model_from_config(cfg).denoiser.parameters())
+
+
 def test_unet_middle_block_and_attention_when_asked():
-    model = build_model_from_config(dataclasses.replace(preset("cpu"), unet_mid_block=True, unet_attention=True))
-    assert model.denoiser.mid_block.attentions[0] is not None
+    cpu = preset("cpu")
+    model = build_model_from_config(dataclasses.replace(cpu, unet_mid_block=True, unet_attention=True))
+    attention = model.denoiser.mid_block.attentions[0]
+    assert attention is not None and len(model.denoiser.mid_block.resnets) == 2
+    # what the middle block adds, counted by hand for C = 16 channels and a time embedding of 4C = 64:
+    # a ResNet block is two GroupNorms (2C each), two 3x3 convolutions (9C^2 + C each) and the time
+    # projection (64C + C); the attention is a GroupNorm (2C) and q, k, v, out (C^2 + C each)
+    c, temb = 16, 64
+    resnet = 2 * 2 * c + 2 * (9 * c * c + c) + temb * c + c
+    attn = 2 * c + 4 * (c * c + c)
+    plain = count(cpu)
+    assert count(dataclasses.replace(cpu, unet_mid_block=True)) - plain == 2 * resnet == 11488
+    assert count(dataclasses.replace(cpu, unet_mid_block=True, unet_attention=True)) - plain == 2 * resnet + attn
 
 
 def test_attention_without_middle_block_is_refused():

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for conf
 from conftest import CONFIGS, tiny_overrides  # noqa: E402
 
 from iccld.config import load_config  # noqa: E402
-from iccld.diffusion import latent, schedule  # noqa: E402
+from iccld.diffusion import latent, sampling, schedule  # noqa: E402
 from iccld.training.trainer import Trainer  # noqa: E402
 
 ITERS = 3
@@ -33,8 +33,8 @@ NO_RANDOMNESS = ["model.dropout=0", "method.mix=none", "method.color_jitter_p=1"
 
 
 class _SameDraws:
-    """``torch`` for iccld.diffusion.latent and .schedule (where stage 2's diffusion loss draws eps and
-    t), except that every sample gets the same timestep and the same noise, whatever the batch size."""
+    """``torch`` for iccld.diffusion.latent, .sampling and .schedule (where stage 2's diffusion loss
+    draws eps and t), except that every sample gets the same timestep and the same noise, whatever the batch size."""
 
     def __getattr__(self, name):
         return getattr(torch, name)
@@ -114,11 +114,11 @@ def main() -> None:
             trainer.fit()
             result = weights(trainer)
         elif phase == "stage2":
-            latent.torch = schedule.torch = _SameDraws()
+            latent.torch = sampling.torch = schedule.torch = _SameDraws()
             trainer = build("stage2.yaml", args.out / "stage2", args.bench,
                             [f"method.stage1_checkpoint={args.stage1}"])
             trainer.fit()
-            latent.torch = schedule.torch = torch
+            latent.torch = sampling.torch = schedule.torch = torch
             result = weights(trainer)
         else:
             result = fp16(build("stage1.yaml", args.out / "fp16", args.bench, []))

@@ -103,13 +103,14 @@ class LatentDiffusion(nn.Module):
              rows: slice = slice(None)) -> DiffusionLoss:
         """The diffusion loss of a batch of clean latents z0 (B, Cz, h, w) under condition ``cond``.
 
-        Every latent is noised at its own timestep t ~ U[0, T) with eps ~ N(0, I), both drawn on the
-        CPU from ``generator`` (t first, then eps), so a seed gives the same draws on any device.
+        Every latent is noised at its own timestep t ~ U[0, T) with eps ~ N(0, I), both drawn from
+        ``generator`` on its device (the CPU without one; ``schedule.draw_device``), t first, then eps,
+        so a seed gives the same draws for a model on any device.
         ``rows`` selects the latents whose error counts in the loss (stage 2 leaves the target
         batch out); ``z0_hat`` is returned for all of them.
         """
         t = sample_timesteps(z0.shape[0], self.num_train_timesteps, z0.device, generator)  # (B,)
-        noise = torch.randn(z0.shape, generator=generator, device="cpu", dtype=z0.dtype).to(z0.device)
+        noise = draw_noise(z0, generator)  # (B, Cz, h, w)
         z_t = self.add_noise(z0, noise, t)
         raw = self.denoise(z_t, cond, t)  # (B, Cz, h, w)
         z0_hat = self.estimate_z0(z_t, cond, t, output=raw)  # (B, Cz, h, w)

@@ -8,6 +8,7 @@ import torch
 from diffusers import DDIMScheduler
 
 from ..errors import ConfigError
+from .schedule import draw_device
 
 
 def check_steps(steps: int, num_train_timesteps: int) -> None:
@@ -17,10 +18,9 @@ def check_steps(steps: int, num_train_timesteps: int) -> None:
 
 
 def draw_noise(like: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """N(0, I) noise shaped like ``like``, drawn on the generator's device (so a seeded CPU generator
-    gives the same draws for a model on any device), then moved to ``like``'s device."""
-    device = generator.device if generator is not None else like.device
-    noise = torch.randn(like.shape, generator=generator, device=device, dtype=like.dtype)
+    """N(0, I) noise shaped like ``like``, drawn where :func:`~.schedule.draw_device` says (the
+    generator's device, or the CPU without one), then moved to ``like``'s device."""
+    noise = torch.randn(like.shape, generator=generator, device=draw_device(generator), dtype=like.dtype)
     return noise.to(like.device)
 
 

@@ -62,12 +62,18 @@ def as_timesteps(t: int | torch.Tensor, batch_size: int, device: torch.device) -
     return t
 
 
+def draw_device(generator: torch.Generator | None) -> torch.device:
+    """Where every noise and timestep draw happens (the one rule of this package): on the generator's
+    device, or on the CPU (its global generator) without one; never on the device of the tensors it is
+    for. So a seed gives the same draws for a model on any device; a draw is then moved where it is used."""
+    return generator.device if generator is not None else torch.device("cpu")
+
+
 def sample_timesteps(batch_size: int, num_train_timesteps: int, device: torch.device | str = "cpu",
                      generator: torch.Generator | None = None) -> torch.Tensor:
-    """Uniform random training timesteps (B,) in [0, num_train_timesteps), on ``device``. Drawn on the
-    generator's device, or on the CPU without one, so a seed gives the same timesteps on every device."""
-    gen_device = generator.device if generator is not None else "cpu"
-    t = torch.randint(0, num_train_timesteps, (batch_size,), generator=generator, device=gen_device)
+    """Uniform random training timesteps (B,) in [0, num_train_timesteps), drawn as
+    :func:`draw_device` says, on ``device``."""
+    t = torch.randint(0, num_train_timesteps, (batch_size,), generator=generator, device=draw_device(generator))
     return t.to(device)
 
 

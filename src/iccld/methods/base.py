@@ -93,6 +93,43 @@ class StepOutput:
         return result if isinstance(result, StepOutput) else cls(dict(result))
 
 
+@dataclass(frozen=True)
+class Parts:
+    """Where the named parts of a batch sit when they are stacked along dim 0 for one forward pass:
+    ``names`` in order, ``size`` rows each (e.g. stage 2's source, mixed, target and masked images).
+
+    ``rows(*names)`` is the slice of consecutive parts, ``take(x, *names)`` those rows of a stacked
+    tensor ``x``, ``split(x)`` every part of ``x`` by name, ``only(*names)`` the layout of a tensor
+    that holds just those parts."""
+
+    names: tuple[str, ...]
+    size: int
+
+    @classmethod
+    def stack(cls, parts: dict[str, torch.Tensor]) -> tuple["Parts", torch.Tensor]:
+        """The layout of ``parts`` (equal first dimensions) and the tensors stacked in their order."""
+        sizes = {x.shape[0] for x in parts.values()}
+        if len(sizes) != 1:
+            raise ValueError(f"parts of different sizes: { {k: x.shape[0] for k, x in parts.items()} }")
+        return cls(tuple(parts), sizes.pop()), torch.cat(list(parts.values()))
+
+    def rows(self, *names: str) -> slice:
+        first = self.names.index(names[0])
+        if self.names[first: first + len(names)] != names:
+            raise ValueError(f"parts {names} are not consecutive in {self.names}")
+        return slice(first * self.size, (first + len(names)) * self.size)
+
+    def take(self, x: torch.Tensor, *names: str) -> torch.Tensor:
+        return x[self.rows(*names)]
+
+    def split(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {name: self.take(x, name) for name in self.names}
+
+    def only(self, *names: str) -> "Parts":
+        self.rows(*names)  # consecutive
+        return Parts(names, self.size)
+
+
 def cross_entropy(logits: torch.Tensor, labels: torch.Tensor,
                   weight: torch.Tensor | None = None, over: str = "labelled") -> torch.Tensor:
     """Pixel-wise cross-entropy, ignore index 255, optionally weighted per pixel.

@@ -49,15 +49,13 @@ from torch import nn
 from ..errors import CheckpointError, ConfigError
 from ..sections import ARCHITECTURE_FIELDS
 from ..uda.ema import ema_update
-from ..uda.pseudo_label import pseudo_labels
-from ..uda.mic import masked_consistency_loss
-from .base import Critic, StepOutput, cross_entropy, one_of, switch
-from .stage1 import Stage1, Stage1Config
+from .base import SOURCE, TARGET, Critic, Method, Parts, StepOutput, cross_entropy, one_of, switch
+from .self_training import MICConfig, SelfTraining, SelfTrainingConfig
 
 # ``config`` arguments are the run's iccld.config.Config: the config layer sits above the methods (it
 # reads each method's own section), so it is not imported here (docs/architecture.md)
 
-SOURCE, TARGET = 1.0, 0.0  # least-squares GAN labels of the discriminator
+CRITIC_SOURCE, CRITIC_TARGET = 1.0, 0.0  # the discriminator's least-squares targets for each domain
 ADAPTIVE_DELTA = 1e-8  # adaptive weight: added to ||grad L_adv|| (VQGAN's 1e-4 is too large for the
 ADAPTIVE_MAX = 1e4     # ~1e-5 gradient norms of a small denoiser's last layer) and the clamp on lambda
 # end of run: below both, stage 2 did not move the latents (relative change) and the diffusion path
@@ -68,7 +66,10 @@ STILL_LATENT, STILL_AGREEMENT = 1e-3, 0.999
 DOMAIN_CHANNELS = {"source": 0, "mixed": 1, "target": 2}
 
 @dataclass
-class Stage2Config(Stage1Config):
+class Stage2Config(MICConfig, SelfTrainingConfig):
+    """Stage 2's own fields after the self-training ones it shares with stage 1 (pseudo-labels, mix,
+    augmentation, MIC); no FD: E is frozen in stage 2, and FD only constrains E."""
+
     stage1_checkpoint: str = ""  # run folder, last.ckpt, save_pretrained folder or Hub repo id of stage 1
     stage1_weights: str = "ema"  # which stage-1 weights stage 2 starts from: ema | model
     diffusion_weight: float = 1.0
@@ -101,22 +102,21 @@ class Stage2Config(Stage1Config):
         one_of("method.adversarial_mixed", self.adversarial_mixed, ("none", "target", "third"))
         one_of("method.adversarial_weighting", self.adversarial_weighting, ("fixed", "adaptive"))
         one_of("method.disc_lr_schedule", self.disc_lr_schedule, ("constant", "poly"))
-        if self.fd_weight > 0:
-            raise ConfigError(f"method.fd_weight: {self.fd_weight}, but stage 2 freezes E and FD only constrains "
-                              "E; set it in the stage-1 run (stage 2 keeps that run's encoder) and 0 here")
         if not self.stage1_checkpoint:
             raise ConfigError("method.stage1_checkpoint: stage 2 starts from a stage-1 run; set it to that "
                               "run's folder, its last.ckpt or its final/ folder")
 
 
-class Stage2(Stage1):
+class Stage2(Method):
     name = "stage2"
     Config = Stage2Config
+    streams = (SOURCE, TARGET)
     inference_path = "diffusion"
 
     def __init__(self, model: nn.Module, cfg: Stage2Config, discriminator: nn.Module | None = None):
         """``discriminator``: the critic (see :meth:`build_critic`); None trains without the adversarial term."""
         super().__init__(model, cfg)
+        self.self_training = SelfTraining.from_config(cfg)
         self.discriminator = discriminator
         self.weights = dict(diffusion=cfg.diffusion_weight, seg=cfg.seg_weight, adv=cfg.adversarial_weight)
         self.pseudo_label_path = cfg.pseudo_label_path
@@ -166,63 +166,65 @@ class Stage2(Stage1):
         return None if self.discriminator is None else Critic(self.discriminator, **self.disc_optim)
 
     @torch.no_grad()
-    def target_pseudo_labels(self, x_t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def target_logits(self, x_t: torch.Tensor) -> torch.Tensor:
+        """The EMA model's logits (B, C, H, W) of the target images x_t, which the pseudo-labels come
+        from: D(z0) (``pseudo_label_path="direct"``) or D(sample(z0)) ("diffusion")."""
         if self.pseudo_label_path == "direct":
-            return super().target_pseudo_labels(x_t)
+            return self.segment(self.ema_model, x_t)
         z0, skips = self.ema_model.encode(x_t)
-        logits = self.ema_model.decode(self.ema_model.sample(z0), skips, x_t.shape[-2:])
-        return pseudo_labels(logits, self.pseudo_threshold, *self.pl_crop)
+        return self.ema_model.decode(self.ema_model.sample(z0), skips, x_t.shape[-2:])
 
     def training_losses(self, batch: dict, step: int, generator: torch.Generator) -> StepOutput:
-        model = self.model
+        model, st = self.model, self.self_training
         x_s, y_s = batch["source"]["image"], batch["source"]["label"]
         x_t = batch["target"]["image"]
-        b = x_s.shape[0]
-        pl, weight = self.target_pseudo_labels(x_t)
-        x_m, y_m, w_m = self.mixed_batch(x_s, y_s, x_t, pl, weight, generator)
+        target = st.pseudo_labels(self.target_logits(x_t))
+        mixed = st.mixed(x_s, y_s, x_t, target, generator)
 
-        # one pass of the frozen encoder over source, mixed and target images (and, with MIC, the
-        # masked target image, last)
-        images = [x_s, x_m, x_t]
-        mic = self.mic["weight"] > 0
-        if mic:
-            images.append(self.masked_target(x_t, generator))
+        # one pass of the frozen encoder over the source, mixed and target images (and, with MIC, the
+        # masked target image), stacked in this order: ``parts`` says which rows are which
+        images = {"source": x_s, "mixed": mixed.image, "target": x_t}
+        if st.mic:
+            images["masked"] = st.masked_target(x_t, generator)
+        parts, stacked = Parts.stack(images)
         with torch.no_grad():
-            z0, skips = model.encode(torch.cat(images))  # z0 (3B or 4B, Cz, H/s, W/s)
+            z0, skips = model.encode(stacked)  # z0 (3B or 4B, Cz, H/s, W/s)
         z0, skips = z0.detach(), [f.detach() for f in skips]
 
         # every latent noised at its own random timestep, one denoiser pass; the diffusion loss on the
-        # source and mixed latents only, z0_hat (3B or 4B, Cz, h, w) for all
-        loss_diff, z0_hat = model.diffusion.loss(z0, z0, generator, rows=slice(0, 2 * b))
+        # labelled parts (source and mixed) only, z0_hat (3B or 4B, Cz, h, w) for all
+        labelled = ("source", "mixed")
+        loss_diff, z0_hat = model.diffusion.loss(z0, z0, generator, rows=parts.rows(*labelled))
 
         size = x_s.shape[-2:]
         if self.discriminator is not None and self.adversarial_input == "fused":
-            # D's fused features of every batch; the discriminator sees source vs target (and mixed) ones
+            # D's fused features of every part; the discriminator sees source vs target (and mixed) ones
             feats = model.decode_features(z0_hat, skips, size)  # (3B or 4B, C_D, H/4, W/4)
-            logits = model.decoder.classify(feats[: 2 * b], size)
-            logits_k = model.decoder.classify(feats[3 * b:], size) if mic else None
+            logits = model.decoder.classify(parts.take(feats, *labelled), size)
+            logits_k = model.decoder.classify(parts.take(feats, "masked"), size) if st.mic else None
             critic_in = feats
         else:
-            logits = model.decode(z0_hat[: 2 * b], [f[: 2 * b] for f in skips], size)
-            logits_k = model.decode(z0_hat[3 * b:], [f[3 * b:] for f in skips], size) if mic else None
+            logits = model.decode(parts.take(z0_hat, *labelled), [parts.take(f, *labelled) for f in skips], size)
+            logits_k = (model.decode(parts.take(z0_hat, "masked"), [parts.take(f, "masked") for f in skips], size)
+                        if st.mic else None)
             critic_in = z0_hat
-        loss_seg = (cross_entropy(logits[:b], y_s, over=self.ce_mean)
-                    + cross_entropy(logits[b:], y_m, w_m, over=self.ce_mean)) / 2
+        logits = parts.only(*labelled).split(logits)
+        loss_seg = (cross_entropy(logits["source"], y_s, over=self.ce_mean)
+                    + cross_entropy(logits["mixed"], mixed.label, mixed.weight, over=self.ce_mean)) / 2
 
         losses = {"diffusion": self.weights["diffusion"] * loss_diff, "seg": self.weights["seg"] * loss_seg}
-        if mic:
-            losses["mic"] = self.mic["weight"] * masked_consistency_loss(logits_k, pl, weight, over=self.ce_mean)
-        logged = {"pl_weight": float(weight.amax(dim=(1, 2)).mean()),
-                  "latent_change_source": relative_change(z0_hat[:b], z0[:b]),
-                  "latent_change_target": relative_change(z0_hat[2 * b: 3 * b], z0[2 * b: 3 * b])}
+        if st.mic:
+            losses["mic"] = st.mic_loss(logits_k, target)
+        logged = {"pl_weight": target.confidence(),
+                      **{f"latent_change_{k}": relative_change(parts.take(z0_hat, k), parts.take(z0, k))
+                         for k in ("source", "target")}}
         last = last_layer(model.denoiser)  # eps_theta's last layer: where the terms' gradients are compared
         grads = {k: grad_norm(v, last) for k, v in losses.items()}
         logged.update({f"grad_{k}": v for k, v in grads.items()})
         if self.discriminator is None:
             return StepOutput(losses, logged=logged)
-        groups = {"source": critic_in[:b], "target": critic_in[2 * b: 3 * b]}
-        if self.adversarial_mixed != "none":
-            groups["mixed"] = critic_in[b: 2 * b]
+        domains = ("source", "target") + (("mixed",) if self.adversarial_mixed != "none" else ())
+        groups = {k: parts.take(critic_in, k) for k in domains}  # the critic's inputs by domain
         # the generator term: the critic's weights enter as constants, so its gradient reaches
         # eps_theta (and D) but never the critic, which trains only in critic_losses
         fixed = {k: p.detach() for k, p in self.discriminator.named_parameters()}
@@ -253,10 +255,10 @@ class Stage2(Stage1):
         s_src = self.discriminator(critic_inputs["source"])
         targets = [critic_inputs[k] for k in ("target", "mixed") if k in critic_inputs]
         s_tgt = self.discriminator(torch.cat(targets))  # (B or 2B, 1, h', w')
-        loss = 0.5 * (F.mse_loss(s_src, torch.full_like(s_src, SOURCE))
-                      + F.mse_loss(s_tgt, torch.full_like(s_tgt, TARGET)))
+        loss = 0.5 * (F.mse_loss(s_src, torch.full_like(s_src, CRITIC_SOURCE))
+                      + F.mse_loss(s_tgt, torch.full_like(s_tgt, CRITIC_TARGET)))
         # accuracy: the patches on the right side of the labels' midpoint, source and target alike
-        middle = (SOURCE + TARGET) / 2
+        middle = (CRITIC_SOURCE + CRITIC_TARGET) / 2
         accuracy = float(((s_src.detach() > middle).float().mean() + (s_tgt.detach() < middle).float().mean()) / 2)
         return StepOutput({"disc": loss}, logged={"critic_acc": accuracy})
 
@@ -266,7 +268,7 @@ class Stage2(Stage1):
             code = torch.zeros(score.shape[1], dtype=score.dtype, device=score.device)
             code[DOMAIN_CHANNELS[domain]] = 1.0
             return code.view(1, -1, 1, 1).expand_as(score)
-        return torch.full_like(score, SOURCE if domain == "source" else TARGET)
+        return torch.full_like(score, CRITIC_SOURCE if domain == "source" else CRITIC_TARGET)
 
     @torch.no_grad()
     def end_of_run(self, images: list[torch.Tensor]) -> dict:

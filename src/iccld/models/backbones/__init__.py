@@ -14,8 +14,11 @@ The protocol: a backbone is an ``nn.Module`` whose ``forward(x)`` takes a normal
   (ImageNet) weights load into that sub-module; :func:`iccld.io.load_backbone_weights` does the
   loading.
 
-The latent head and D read whatever channels and strides a backbone declares. A new backbone is
-one file here and one line in :data:`BACKBONES`.
+The latent head and D read whatever channels and strides a backbone declares, so the network side
+of a new backbone is one file here and its names in :data:`BACKBONES`. Outside this package it also
+needs its names among the config's choices (``iccld.config.BACKBONES``, kept equal to this dict by a
+test) and, when its published weights sit under a wrapper prefix of their own, that prefix in
+:mod:`iccld.io.backbone_weights` (docs/architecture.md, "Adding a backbone").
 """
 
 from __future__ import annotations
