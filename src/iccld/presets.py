@@ -12,7 +12,7 @@
 
 from __future__ import annotations
 
-import dataclasses
+import copy
 import difflib
 
 from .sections import ModelConfig
@@ -44,5 +44,4 @@ def preset(name: str) -> ModelConfig:
         close = difflib.get_close_matches(name, list(PRESETS), n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         raise ConfigError(f"model preset '{name}' is not one of {', '.join(PRESETS)}{hint}")
-    return dataclasses.replace(PRESETS[name], skip_strides=list(PRESETS[name].skip_strides),
-                               unet_channels=list(PRESETS[name].unet_channels))
+    return copy.deepcopy(PRESETS[name])  # its lists and sections too

@@ -50,7 +50,8 @@ from ..errors import CheckpointError, ConfigError
 from ..uda.ema import ema_update
 from ..uda.pseudo_label import pseudo_labels
 from ..uda.mic import masked_consistency_loss
-from .base import Critic, StepOutput, cross_entropy, one_of, switch
+from ..models.multires import SegOutput, fuse, predict_draws, resize_logits
+from .base import Critic, StepOutput, one_of, switch
 from .stage1 import Stage1, Stage1Config
 
 # ``config`` arguments are the run's iccld.config.Config: the config layer sits above the methods (it
@@ -71,7 +72,7 @@ DOMAIN_CHANNELS = {"source": 0, "mixed": 1, "target": 2}
 ARCHITECTURE_FIELDS = ("backbone", "num_classes", "latent_channels", "latent_stride", "inter_coder",
                        "skip_strides", "decoder", "decoder_channels", "unet_channels", "unet_layers_per_block",
                        "unet_attention", "unet_mid_block", "unet_norm_groups", "latent_norm",
-                       "denoiser_residual")
+                       "denoiser_residual", "multires")
 
 
 @dataclass
@@ -133,8 +134,10 @@ class Stage2(Stage1):
         self.adaptive = cfg.adversarial_weighting == "adaptive"
         self.disc_optim = dict(lr=cfg.disc_lr, betas=tuple(cfg.disc_betas),
                                lr_power=0.9 if cfg.disc_lr_schedule == "poly" else None)
-        # names, not modules: the frozen parts stay registered once, under ``model``
-        self.frozen = ("encoder", "latent_head") + (("decoder",) if cfg.freeze_decoder else ())
+        # names, not modules: the frozen parts stay registered once, under ``model``; the scale
+        # attention of multi-resolution belongs to D (HRDA's head holds both) and freezes with it
+        head = ("decoder",) + (("multires",) if getattr(model, "multires", None) is not None else ())
+        self.frozen = ("encoder", "latent_head") + (head if cfg.freeze_decoder else ())
         for part in self.frozen:
             getattr(model, part).requires_grad_(False)
 
@@ -176,6 +179,9 @@ class Stage2(Stage1):
     def target_pseudo_labels(self, x_t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.pseudo_label_path == "direct":
             return super().target_pseudo_labels(x_t)
+        if self.ema_model.multires is not None:  # both scales, each through the diffusion path, fused
+            logits = next(predict_draws(self.ema_model, x_t, diffusion=True))
+            return pseudo_labels(logits, self.pseudo_threshold, *self.pl_crop)
         z0, skips = self.ema_model.encode(x_t)
         logits = self.ema_model.decode(self.ema_model.sample(z0), skips, x_t.shape[-2:])
         return pseudo_labels(logits, self.pseudo_threshold, *self.pl_crop)
@@ -194,31 +200,34 @@ class Stage2(Stage1):
         mic = self.mic["weight"] > 0
         if mic:
             images.append(self.masked_target(x_t, generator))
-        with torch.no_grad():
-            z0, skips = model.encode(torch.cat(images))  # z0 (3B or 4B, Cz, H/s, W/s)
-        z0, skips = z0.detach(), [f.detach() for f in skips]
-
-        # every latent noised at its own random timestep, one denoiser pass; the diffusion loss on the
-        # source and mixed latents only, z0_hat (3B or 4B, Cz, h, w) for all
-        loss_diff, z0_hat = model.diffusion.loss(z0, z0, generator, rows=slice(0, 2 * b))
-
-        size = x_s.shape[-2:]
-        if self.discriminator is not None and self.adversarial_input == "fused":
-            # D's fused features of every batch; the discriminator sees source vs target (and mixed) ones
-            feats = model.decode_features(z0_hat, skips, size)  # (3B or 4B, C_D, H/4, W/4)
-            logits = model.decoder.classify(feats[: 2 * b], size)
-            logits_k = model.decoder.classify(feats[3 * b:], size) if mic else None
-            critic_in = feats
+        if model.multires is not None:  # E -> z0 -> eps_theta -> D at both scales, fused
+            loss_diff, z0, z0_hat, out, out_k, critic_in = self.multires_pass(torch.cat(images), b, mic, generator)
         else:
-            logits = model.decode(z0_hat[: 2 * b], [f[: 2 * b] for f in skips], size)
-            logits_k = model.decode(z0_hat[3 * b:], [f[3 * b:] for f in skips], size) if mic else None
-            critic_in = z0_hat
-        loss_seg = (cross_entropy(logits[:b], y_s, over=self.ce_mean)
-                    + cross_entropy(logits[b:], y_m, w_m, over=self.ce_mean)) / 2
+            with torch.no_grad():
+                z0, skips = model.encode(torch.cat(images))  # z0 (3B or 4B, Cz, H/s, W/s)
+            z0, skips = z0.detach(), [f.detach() for f in skips]
+
+            # every latent noised at its own random timestep, one denoiser pass; the diffusion loss on the
+            # source and mixed latents only, z0_hat (3B or 4B, Cz, h, w) for all
+            loss_diff, z0_hat = model.diffusion.loss(z0, z0, generator, rows=slice(0, 2 * b))
+
+            size = x_s.shape[-2:]
+            if self.discriminator is not None and self.adversarial_input == "fused":
+                # D's fused features of every batch; the discriminator sees source vs target (and mixed) ones
+                feats = model.decode_features(z0_hat, skips, size)  # (3B or 4B, C_D, H/4, W/4)
+                logits = model.decoder.classify(feats[: 2 * b], size)
+                logits_k = model.decoder.classify(feats[3 * b:], size) if mic else None
+                critic_in = feats
+            else:
+                logits = model.decode(z0_hat[: 2 * b], [f[: 2 * b] for f in skips], size)
+                logits_k = model.decode(z0_hat[3 * b:], [f[3 * b:] for f in skips], size) if mic else None
+                critic_in = z0_hat
+            out, out_k = SegOutput(logits), (SegOutput(logits_k) if mic else None)
+        loss_seg = (self.seg_loss(out.rows(slice(0, b)), y_s) + self.seg_loss(out.rows(slice(b, 2 * b)), y_m, w_m)) / 2
 
         losses = {"diffusion": self.weights["diffusion"] * loss_diff, "seg": self.weights["seg"] * loss_seg}
         if mic:
-            losses["mic"] = self.mic["weight"] * masked_consistency_loss(logits_k, pl, weight, over=self.ce_mean)
+            losses["mic"] = self.mic["weight"] * self.seg_loss(out_k, pl, weight, loss=masked_consistency_loss)
         self.stats = {"pl_weight": float(weight.amax(dim=(1, 2)).mean()),
                       "latent_change_source": relative_change(z0_hat[:b], z0[:b]),
                       "latent_change_target": relative_change(z0_hat[2 * b: 3 * b], z0[2 * b: 3 * b])}
@@ -243,6 +252,45 @@ class Stage2(Stage1):
         losses["adv"] = weight_adv * loss_adv
         self.stats.update(grad_adv=weight_adv * adv_grad, adv_weight=weight_adv)
         return StepOutput(losses, {k: v.detach() for k, v in groups.items()})
+
+    def multires_pass(self, x: torch.Tensor, b: int, mic: bool, generator: torch.Generator):
+        """The latent path of a step at both scales (docs/method.md, "HRDA multi-resolution").
+
+        x (3B or 4B, 3, H, W): source, mixed, target (and masked target) images. The frozen E encodes
+        the context of each (x resized by ``context_scale``) and one random detail crop (the same box
+        for all rows); each scale's latents go through their own ``diffusion.loss`` (source and mixed
+        rows count; the two losses averaged), D decodes each scale's z0_hat, and the scale attention
+        of the context's z0_hat fuses them. The critic sees the context scale's inputs (z0_hat, or D's
+        fused features with ``adversarial_input=fused``): it covers the whole crop at the one size
+        every image has. Returns (diffusion loss, the context's z0 and z0_hat, the output of the
+        source and mixed rows, that of the masked rows or None, the critic's inputs of all rows).
+        """
+        model, mr = self.model, self.model.multires
+        size, n = tuple(x.shape[-2:]), x.shape[0]
+        box = mr.draw_box(size, generator)
+        x_c, x_d = mr.context_image(x), box.crop(x)
+        ctx_size = tuple(x_c.shape[-2:])
+        with torch.no_grad():
+            (z_c, skips_c), (z_d, skips_d) = model.encode(x_c), model.encode(x_d)
+        rows = slice(0, 2 * b)
+        loss_c, zh_c = model.diffusion.loss(z_c, z_c, generator, rows=rows)  # zh_c (n, Cz, h_c, w_c)
+        loss_d, zh_d = model.diffusion.loss(z_d, z_d, generator, rows=rows)
+        # the rows D decodes: source and mixed, and the masked target with MIC (not the target rows)
+        keep = torch.cat([torch.arange(2 * b), torch.arange(3 * b, n)]) if mic else torch.arange(2 * b)
+
+        def pick(skips):
+            return [f[keep] for f in skips]
+
+        if self.discriminator is not None and self.adversarial_input == "fused":
+            feats = model.decode_features(zh_c, skips_c, ctx_size)  # (n, C_D, h_c/4, w_c/4)
+            context, critic_in = model.decoder.classify(feats[keep], ctx_size), feats
+        else:
+            context, critic_in = model.decode(zh_c[keep], pick(skips_c), ctx_size), zh_c
+        share = mr.context_share(zh_c[keep], pick(skips_c), ctx_size, size)
+        detail = model.decode(zh_d[keep], pick(skips_d), tuple(x_d.shape[-2:]))
+        out = SegOutput(fuse(resize_logits(context, size), detail, share, box), detail, box)
+        masked = out.rows(slice(2 * b, None)) if mic else None
+        return (loss_c + loss_d) / 2, z_c, zh_c, out.rows(slice(0, 2 * b)), masked, critic_in
 
     def critic_losses(self, critic_inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """LS-GAN critic loss on this step's detached inputs (B, C, h, w): "source" labelled 1,
@@ -318,6 +366,8 @@ class Stage2(Stage1):
         ema_update(self.ema_model.denoiser, self.model.denoiser, self.ema_alpha, step + self.ema_offset)
         if any(p.requires_grad for p in self.model.decoder.parameters()):
             ema_update(self.ema_model.decoder, self.model.decoder, self.ema_alpha, step + self.ema_offset)
+        if self.model.multires is not None and any(p.requires_grad for p in self.model.multires.parameters()):
+            ema_update(self.ema_model.multires, self.model.multires, self.ema_alpha, step + self.ema_offset)
 
 
 def relative_change(z0_hat: torch.Tensor, z0: torch.Tensor) -> float:
