@@ -186,3 +186,11 @@ def test_config_refuses_a_detail_crop_larger_than_the_training_crop():
         assert c.data.crop_size == [1024, 1024] and c.data.source.resize == source
         assert c.data.target.resize == [2048, 1024] and c.data.val.resize == [2048, 1024]
         assert c.data.rcs_min_crop_ratio == 2.0 and c.method.mic_weight == 1.0 and c.method.fd_weight == 0.005
+
+
+def test_onnx_export_refuses_a_multires_network(tmp_path):
+    from iccld.errors import CheckpointError
+    from iccld.io.onnx import export_onnx
+
+    with pytest.raises(CheckpointError, match="multi-resolution"):
+        export_onnx(multires_model(), tmp_path / "onnx")

@@ -170,7 +170,8 @@ class Stage2(Stage1):
         return self
 
     def lr_scale(self, group: str) -> float:
-        return self.decoder_lr_mult if group == "decoder" else 1.0
+        # the scale attention of multi-resolution is part of D (HRDA's head): D's lr
+        return self.decoder_lr_mult if group in ("decoder", "scale_attention") else 1.0
 
     def critic(self) -> Critic | None:
         return None if self.discriminator is None else Critic(self.discriminator, **self.disc_optim)
