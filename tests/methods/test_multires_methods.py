@@ -125,3 +125,35 @@ def test_stage2_through_the_cli_with_multires(tiny_benchmark, tmp_path):
     assert attention and any(not torch.equal(state["model"][k], s1[k]) for k in attention)
     encoder = [k for k in s1 if k.startswith("encoder.")]
     assert all(torch.equal(state["model"][k], s1[k]) for k in encoder)  # E frozen
+
+
+def _tiny_paper(bench) -> list[str]:
+    """A tiny network and crops scaled down (64x64 crops, 32x32 detail) for the paper-scale YAMLs."""
+    return tiny_overrides(bench, iters=1) + [
+        "model.backbone=mit-tiny", "model.pretrained=", "model.latent_channels=16", "model.decoder_channels=64",
+        "model.unet_channels=[32,64]", "model.unet_layers_per_block=1", "data.source.resize=null",
+        "data.target.resize=null", "data.val.resize=null", "model.multires.detail_crop=[32,32]"]
+
+
+def test_hrda_stage1_mic_config_trains_with_a_tiny_model(tiny_benchmark, tmp_path):
+    """hrda_stage1_mic.yaml (MIC + FD on HRDA) from its real YAML."""
+    from iccld.config import load_config
+    from iccld.training.commands import run_training
+
+    config = load_config(CONFIGS / "gta5_cityscapes" / "hrda_stage1_mic.yaml",
+                         _tiny_paper(tiny_benchmark) + ["method.mic_block_size=16"])
+    assert config.method.fd_weight > 0 and config.model.decoder == "daformer"
+    assert run_training(config, tmp_path / "s1", progress=False) == 0
+    assert any(k.startswith("multires.") for k in load_checkpoint(tmp_path / "s1" / "last.ckpt")["model"])
+
+
+def test_hrda_source_only_and_stage2_configs_train_with_a_tiny_model(tiny_benchmark, tmp_path):
+    """hrda_source_only.yaml, then hrda_stage2.yaml from it, from their real YAML."""
+    from iccld.config import load_config
+    from iccld.training.commands import run_training
+
+    family, tiny = CONFIGS / "gta5_cityscapes", _tiny_paper(tiny_benchmark)
+    assert run_training(load_config(family / "hrda_source_only.yaml", tiny), tmp_path / "s1", progress=False) == 0
+    stage2 = load_config(family / "hrda_stage2.yaml", tiny + [f"method.stage1_checkpoint={tmp_path / 's1'}"])
+    assert run_training(stage2, tmp_path / "s2", progress=False) == 0
+    assert load_checkpoint(tmp_path / "s2" / "last.ckpt")["iteration"] == 1
