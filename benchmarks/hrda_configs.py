@@ -78,9 +78,12 @@ def main() -> int:
             resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
         try:
             row = child(args.child, args)
-        except MemoryError:
+        except (MemoryError, RuntimeError) as exc:  # torch's CPU allocator raises a RuntimeError
+            if not isinstance(exc, MemoryError) and "allocate" not in str(exc):
+                raise
             row = {"config": args.child, "device": args.device, "batch": args.batch,
-                   "error": f"MemoryError under a {args.max_memory_gb} GB address-space cap", "peak_rss_mb": round(peak_rss_mb())}
+                   "error": f"out of memory under a {args.max_memory_gb} GB address-space cap",
+                   "peak_rss_mb": round(peak_rss_mb())}
         print(json.dumps(row))
         return 0
     rows = []
