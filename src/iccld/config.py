@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from .errors import ConfigError, did_you_mean, one_of
-from .utils import OFF_BY_DEFAULT
+from .utils import asdict_without_switches
 from .sections import DataConfig, DatasetConfig, ModelConfig, OptimConfig, TrainerConfig  # noqa: F401 (re-exported)
 
 
@@ -237,18 +237,7 @@ def to_dict(config: Config) -> dict:
     """The config as plain data. Switches at their default (:func:`iccld.utils.switch`, in any
     section) are left out, so that a setting added later, left at its default, reproduces an earlier
     run's config exactly."""
-    data = dataclasses.asdict(config)
-    _drop_defaults(config, data)
-    return data
-
-
-def _drop_defaults(section: Any, data: dict) -> None:
-    for f in dataclasses.fields(section):
-        value = getattr(section, f.name)
-        if f.metadata.get(OFF_BY_DEFAULT) and data.get(f.name) == f.default:
-            del data[f.name]
-        elif dataclasses.is_dataclass(value) and isinstance(data.get(f.name), dict):
-            _drop_defaults(value, data[f.name])
+    return asdict_without_switches(config)
 
 
 def to_yaml(config: Config) -> str:
@@ -360,3 +349,27 @@ def validate(c: Config) -> None:
     _positive("optim.warmup_iters", c.optim.warmup_iters, allow_zero=True)
     one_of("optim.no_decay", c.optim.no_decay, ("one_dim", "norms"))
     check_model_config(c.model)
+    _check_multires(c)
+
+
+def _check_multires(c: Config) -> None:
+    """``model.multires``: settings HRDA's two branches could not run with (only while enabled)."""
+    mr = c.model.multires
+    if not mr.enabled:
+        return
+    if not 0 < mr.context_scale <= 1:
+        raise ConfigError(f"model.multires.context_scale: must be in (0, 1], got {mr.context_scale}")
+    if len(mr.detail_crop) != 2 or min(mr.detail_crop) < MIN_IMAGE_SIDE:
+        raise ConfigError(f"model.multires.detail_crop: expected [height, width], each >= {MIN_IMAGE_SIDE} px "
+                          f"(the encoders' coarsest stride), got {mr.detail_crop}")
+    crop = c.data.crop_size
+    if mr.detail_crop[0] > crop[0] or mr.detail_crop[1] > crop[1]:
+        raise ConfigError(f"model.multires.detail_crop: {mr.detail_crop[0]}x{mr.detail_crop[1]} (HxW) is larger than "
+                          f"data.crop_size {crop[0]}x{crop[1]}; the detail crop lies inside the training crop")
+    if min(crop) * mr.context_scale < MIN_IMAGE_SIDE:
+        raise ConfigError(f"model.multires.context_scale: {mr.context_scale} makes the context of a "
+                          f"{crop[0]}x{crop[1]} crop smaller than {MIN_IMAGE_SIDE} px; raise it or the crop")
+    if not 0 <= mr.detail_loss_weight < 1:
+        raise ConfigError(f"model.multires.detail_loss_weight: must be in [0, 1), got {mr.detail_loss_weight}")
+    _positive("model.multires.crop_divisible", mr.crop_divisible)
+    _positive("model.multires.attention_channels", mr.attention_channels)

@@ -12,7 +12,7 @@
 
 from __future__ import annotations
 
-import dataclasses
+import copy
 
 from .sections import ModelConfig
 from .errors import ConfigError, did_you_mean
@@ -41,5 +41,4 @@ def preset(name: str) -> ModelConfig:
     """A fresh copy of the named preset's ModelConfig."""
     if name not in PRESETS:
         raise ConfigError(f"model preset '{name}' is not one of {', '.join(PRESETS)}{did_you_mean(name, PRESETS)}")
-    return dataclasses.replace(PRESETS[name], skip_strides=list(PRESETS[name].skip_strides),
-                               unet_channels=list(PRESETS[name].unet_channels))
+    return copy.deepcopy(PRESETS[name])  # its lists and sections too

@@ -52,6 +52,24 @@ class DataConfig:
 
 
 @dataclass
+class MultiResConfig:
+    """HRDA's multi-resolution training and inference around the network (docs/method.md, "HRDA
+    multi-resolution"). Off unless ``enabled``; the other defaults are HRDA's GTA5/SYNTHIA settings."""
+
+    enabled: bool = False
+    # the context: the whole crop (training) or image (inference), resized by this factor
+    context_scale: float = 0.5
+    # (H, W) of the detail crop, at full resolution: a random one inside the training crop; the
+    # window of the detail branch's sliding inference (stride half of it, overlapping as in HRDA)
+    detail_crop: list[int] = field(default_factory=lambda: [512, 512])
+    # the detail crop's own loss weighs this, the fused prediction's 1 - this (HRDA's lambda_d)
+    detail_loss_weight: float = 0.1
+    crop_divisible: int = 8  # the detail crop's offsets are multiples of this (full-resolution pixels)
+    classwise_attention: bool = True  # one attention map per class (HRDA), or one for all
+    attention_channels: int = 256  # width of the scale-attention head (HRDA: 256)
+
+
+@dataclass
 class ModelConfig:
     """The ICCLD network (see docs/method.md). Presets fill these in, see iccld.presets."""
 
@@ -91,6 +109,8 @@ class ModelConfig:
     beta_schedule: str = "squaredcos_cap_v2"
     prediction_type: str = "sample"  # sample | epsilon | v_prediction
     sampling_steps: int = 4  # K, DDIM steps at inference
+    # HRDA multi-resolution: context + detail crops fused by a learned scale attention (off by default)
+    multires: MultiResConfig = switch(factory=MultiResConfig)
 
 
 # The fields of ModelConfig that fix what a network's weights are: each changes the shape of some

@@ -6,9 +6,10 @@ import glob
 import os
 import random
 import tempfile
+import dataclasses
 from dataclasses import field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -16,13 +17,38 @@ TMP_SUFFIX = ".tmp"
 OFF_BY_DEFAULT = "off_by_default"  # dataclass field metadata: see :func:`switch`
 
 
-def switch(default: Any) -> Any:
+def switch(default: Any = None, *, factory: Callable[[], Any] | None = None) -> Any:
     """A config dataclass field for a component or setting added after runs were saved.
 
     At its default the key is left out of the resolved config (:func:`iccld.config.to_dict`), so a
     run with it at the default has the same ``config.yaml``, cache keys and run folder as one saved
-    before it existed; loading fills the default back in."""
+    before it existed; loading fills the default back in. A whole section (a dataclass) is a switch
+    with ``factory`` (its class): left out while it equals a fresh default instance."""
+    if factory is not None:
+        return field(default_factory=factory, metadata={OFF_BY_DEFAULT: True})
     return field(default=default, metadata={OFF_BY_DEFAULT: True})
+
+
+def switch_default(f: dataclasses.Field) -> Any:
+    """The default of a :func:`switch` field as plain data (a section's as a dict)."""
+    value = f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
+    return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+
+
+def asdict_without_switches(obj: Any) -> dict:
+    """``dataclasses.asdict(obj)`` with every :func:`switch` at its default left out, in any section."""
+    data = dataclasses.asdict(obj)
+    _drop_switch_defaults(obj, data)
+    return data
+
+
+def _drop_switch_defaults(section: Any, data: dict) -> None:
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        if f.metadata.get(OFF_BY_DEFAULT) and data.get(f.name) == switch_default(f):
+            del data[f.name]
+        elif dataclasses.is_dataclass(value) and isinstance(data.get(f.name), dict):
+            _drop_switch_defaults(value, data[f.name])
 
 
 def _atomic_write(path: Path, fill) -> None:

@@ -95,4 +95,15 @@ def _build(cfg: ModelConfig, encoder) -> ICCLD:
         unet_attention=cfg.unet_attention, unet_mid_block=cfg.unet_mid_block,
         unet_norm_groups=cfg.unet_norm_groups, denoiser_residual=cfg.denoiser_residual,
         num_train_timesteps=cfg.num_train_timesteps, beta_schedule=cfg.beta_schedule,
-        prediction_type=cfg.prediction_type, sampling_steps=cfg.sampling_steps, norm_eval=cfg.norm_eval)
+        prediction_type=cfg.prediction_type, sampling_steps=cfg.sampling_steps, norm_eval=cfg.norm_eval,
+        multires=_multires_settings(cfg))
+
+
+def _multires_settings(cfg: ModelConfig) -> dict | None:
+    """``model.multires`` as :func:`build_model`'s ``multires`` argument (None while not enabled)."""
+    mr = cfg.multires
+    if not mr.enabled:
+        return None
+    return dict(context_scale=mr.context_scale, detail_crop=tuple(mr.detail_crop), crop_divisible=mr.crop_divisible,
+                detail_loss_weight=mr.detail_loss_weight, classwise_attention=mr.classwise_attention,
+                attention_channels=mr.attention_channels)

@@ -147,6 +147,10 @@ def export_onnx(model: ICCLD, folder: str | Path, steps: int | None = None) -> d
     of 32 (``size_multiple``; the example's sides are). Raises MissingExtraError when the ``onnx`` extra is
     missing, CheckpointError when a graph cannot be captured or holds at neither size.
     """
+    if getattr(model, "multires", None) is not None:  # its context + sliding detail inference is not a graph here
+        raise CheckpointError("this network uses HRDA multi-resolution (model.multires), whose inference (a "
+                              "context branch and sliding detail windows) the ONNX export does not capture; "
+                              "evaluate or predict it with PyTorch")
     require_export_packages()
     steps = model.sampling_steps if steps is None else steps
     folder = Path(folder)

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import torch
 
-from ..sections import ModelConfig
+from ..sections import ModelConfig, MultiResConfig
 from ..errors import CheckpointError
 from ..models import ICCLD
-from ..utils import atomic_write_bytes, atomic_write_text
+from ..utils import asdict_without_switches, atomic_write_bytes, atomic_write_text
 from .build import build_model_from_config
 from .checkpoint import upgrade_model_state
 
@@ -40,7 +40,7 @@ def save_pretrained(model: ICCLD, directory: str | Path) -> Path:
                               "choose another folder")
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     atomic_write_bytes(directory / WEIGHTS_FILE, save(state, metadata={"format": "pt"}))
-    meta = {"format": "iccld", "format_version": FORMAT_VERSION, "model": dataclasses.asdict(model.config)}
+    meta = {"format": "iccld", "format_version": FORMAT_VERSION, "model": asdict_without_switches(model.config)}
     atomic_write_text(cfg_path, json.dumps(meta, indent=2) + "\n")
     return directory
 
@@ -108,6 +108,9 @@ def read_model_config(directory: str | Path) -> ModelConfig:
     if unknown:
         raise CheckpointError(f"{path}: unknown model config keys {unknown}; saved by a newer iccld?")
     try:
-        return ModelConfig(**data["model"])
+        model = dict(data["model"])
+        if isinstance(model.get("multires"), dict):  # a section of its own
+            model["multires"] = MultiResConfig(**model["multires"])
+        return ModelConfig(**model)
     except TypeError as exc:
         raise CheckpointError(f"{path}: bad model config ({exc})") from None

@@ -33,6 +33,7 @@ from torch import nn
 
 from ..data.labels import IGNORE_INDEX
 from ..errors import ConfigError, one_of  # noqa: F401 (one_of: re-exported for the methods' checks)
+from ..models.multires import SegOutput, predict_draws, train_forward
 from ..uda.ema import copy_model, ema_update
 from ..utils import switch  # noqa: F401 (re-exported: a method's fields added after runs were saved)
 
@@ -241,6 +242,31 @@ class Method(nn.Module):
 
     # direct segmentation path, shared by the baselines -------------------------------------------
     def segment(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
-        """D(E(x)) at input resolution: (B, 3, H, W) -> logits (B, C, H, W)."""
+        """D(E(x)) at input resolution: (B, 3, H, W) -> logits (B, C, H, W). With multi-resolution
+        (``model.multires``), the fused prediction of inference: the context of the whole image and
+        the sliding detail windows (what pseudo-labels come from, as in HRDA)."""
+        if getattr(model, "multires", None) is not None:
+            return next(predict_draws(model, images, diffusion=False))
         z0, skips = model.encode(images)
         return model.decode(z0, skips, images.shape[-2:])
+
+    def forward_train(self, model: nn.Module, images: torch.Tensor,
+                      generator: torch.Generator | None = None) -> SegOutput:
+        """The direct path as a training loss sees it: D(E(x)) (B, C, H, W); with multi-resolution,
+        the fused logits of the context and a random detail crop (drawn from ``generator``), with the
+        detail's own logits and box (:func:`iccld.models.multires.train_forward`)."""
+        if getattr(model, "multires", None) is not None:
+            return train_forward(model, images, generator)
+        return SegOutput(self.segment(model, images))
+
+    def seg_loss(self, out: SegOutput, labels: torch.Tensor, weight: torch.Tensor | None = None,
+                 loss: Callable[..., torch.Tensor] = cross_entropy) -> torch.Tensor:
+        """``loss(logits, labels, weight, over=ce_mean)``; with a detail crop (multi-resolution),
+        (1 - lambda_d) x that of the fused logits + lambda_d x that of the detail logits against the
+        labels (and weights) of its box, lambda_d = ``model.multires.detail_loss_weight`` (HRDA's)."""
+        term = loss(out.logits, labels, weight, over=self.ce_mean)
+        if out.detail is None:
+            return term
+        box, lam = out.box, self.model.multires.detail_loss_weight
+        detail = loss(out.detail, box.crop(labels), None if weight is None else box.crop(weight), over=self.ce_mean)
+        return (1 - lam) * term + lam * detail

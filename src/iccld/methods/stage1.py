@@ -23,7 +23,9 @@ from torch import nn
 from ..errors import ConfigError
 from ..uda.ema import copy_model
 from ..uda.feature_distance import feature_distance
-from .base import SOURCE, TARGET, Method, StepOutput, cross_entropy, switch
+from ..models.multires import SegOutput
+from ..uda.mic import masked_consistency_loss
+from .base import SOURCE, TARGET, Method, StepOutput, switch
 from .self_training import MICConfig, SelfTraining, SelfTrainingConfig
 
 
@@ -69,39 +71,47 @@ class Stage1(Method):
             self.imagenet_encoder.eval()  # a fixed reference: dropout off, normalisation statistics fixed
         return self
 
-    def source_logits(self, x_s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """D(E(x_s)) (B, C, H, W) and, with FD on, E's deepest features of x_s (B, C_E, H/32, W/32)."""
+    def source_logits(self, x_s: torch.Tensor, generator: torch.Generator | None = None
+                      ) -> tuple[SegOutput, torch.Tensor | None]:
+        """D(E(x_s)) (logits (B, C, H, W); with multi-resolution, fused and detail) and, with FD on,
+        E's deepest features of E's first input (B, C_E, h/32, w/32): x_s, or with multi-resolution
+        its context (HRDA's FD on the context features)."""
         if self.fd_weight <= 0:
-            return self.segment(self.model, x_s), None
+            return self.forward_train(self.model, x_s, generator), None
         captured = []
         hook = self.model.encoder.register_forward_hook(lambda module, args, out: captured.append(out[-1]))
         try:
-            logits = self.segment(self.model, x_s)
+            out = self.forward_train(self.model, x_s, generator)
         finally:
             hook.remove()
-        return logits, captured[0]
+        return out, captured[0]
 
     def fd_loss(self, x_s: torch.Tensor, y_s: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
-        """fd_weight x the thing-class feature distance to the frozen initial encoder (a scalar)."""
+        """fd_weight x the thing-class feature distance to the frozen initial encoder (a scalar); with
+        multi-resolution both encoders see the context of x_s."""
+        if getattr(self.model, "multires", None) is not None:
+            x_s = self.model.multires.context_image(x_s)
         with torch.no_grad():
-            reference = self.imagenet_encoder(x_s)[-1]  # (B, C_E, H/32, W/32)
+            reference = self.imagenet_encoder(x_s)[-1]  # (B, C_E, h/32, w/32)
         return feature_distance(features, reference, y_s, self.fd_weight)
 
     def training_losses(self, batch: dict, step: int, generator: torch.Generator) -> StepOutput:
         st = self.self_training
         x_s, y_s = batch["source"]["image"], batch["source"]["label"]
         x_t = batch["target"]["image"]
-        logits_s, features = self.source_logits(x_s)
-        losses = {"seg": cross_entropy(logits_s, y_s, over=self.ce_mean)}
+        out_s, features = self.source_logits(x_s, generator)
+        losses = {"seg": self.seg_loss(out_s, y_s)}
         if features is not None:
             losses["fd"] = self.fd_loss(x_s, y_s, features)
         self.release(losses, "seg", "fd")  # the source graph, before the mixed batch's forward
         with torch.no_grad():
             target = st.pseudo_labels(self.segment(self.ema_model, x_t))
         mixed = st.mixed(x_s, y_s, x_t, target, generator)
-        losses["mix"] = cross_entropy(self.segment(self.model, mixed.image), mixed.label, mixed.weight,
-                                      over=self.ce_mean)
+        losses["mix"] = self.seg_loss(self.forward_train(self.model, mixed.image, generator), mixed.label,
+                                      mixed.weight)
         self.release(losses, "mix")
         if st.mic:  # after the mix's draws, so the mix is the same with MIC on or off
-            losses["mic"] = st.mic_loss(self.segment(self.model, st.masked_target(x_t, generator)), target)
+            out_k = self.forward_train(self.model, st.masked_target(x_t, generator), generator)
+            losses["mic"] = st.mic_weight * self.seg_loss(out_k, target.label, target.weight,
+                                                          loss=masked_consistency_loss)
         return StepOutput(losses, logged={"pl_weight": target.confidence()})

@@ -49,7 +49,9 @@ from torch import nn
 from ..errors import CheckpointError, ConfigError
 from ..sections import ARCHITECTURE_FIELDS
 from ..uda.ema import ema_update
-from .base import SOURCE, TARGET, Critic, Method, Parts, StepOutput, cross_entropy, one_of, switch
+from ..models.multires import SegOutput, fuse, predict_draws, resize_logits
+from ..uda.mic import masked_consistency_loss
+from .base import SOURCE, TARGET, Critic, Method, Parts, StepOutput, one_of, switch
 from .self_training import MICConfig, SelfTraining, SelfTrainingConfig
 
 # ``config`` arguments are the run's iccld.config.Config: the config layer sits above the methods (it
@@ -126,8 +128,10 @@ class Stage2(Method):
         self.adaptive = cfg.adversarial_weighting == "adaptive"
         self.disc_optim = dict(lr=cfg.disc_lr, betas=tuple(cfg.disc_betas),
                                lr_power=0.9 if cfg.disc_lr_schedule == "poly" else None)
-        # names, not modules: the frozen parts stay registered once, under ``model``
-        self.frozen = ("encoder", "latent_head") + (("decoder",) if cfg.freeze_decoder else ())
+        # names, not modules: the frozen parts stay registered once, under ``model``; the scale
+        # attention of multi-resolution belongs to D (HRDA's head holds both) and freezes with it
+        head = ("decoder",) + (("multires",) if getattr(model, "multires", None) is not None else ())
+        self.frozen = ("encoder", "latent_head") + (head if cfg.freeze_decoder else ())
         for part in self.frozen:
             getattr(model, part).requires_grad_(False)
 
@@ -160,7 +164,8 @@ class Stage2(Method):
         return self
 
     def lr_scale(self, group: str) -> float:
-        return self.decoder_lr_mult if group == "decoder" else 1.0
+        # the scale attention of multi-resolution is part of D (HRDA's head): D's lr
+        return self.decoder_lr_mult if group in ("decoder", "scale_attention") else 1.0
 
     def critic(self) -> Critic | None:
         return None if self.discriminator is None else Critic(self.discriminator, **self.disc_optim)
@@ -171,6 +176,8 @@ class Stage2(Method):
         from: D(z0) (``pseudo_label_path="direct"``) or D(sample(z0)) ("diffusion")."""
         if self.pseudo_label_path == "direct":
             return self.segment(self.ema_model, x_t)
+        if self.ema_model.multires is not None:  # both scales, each through the diffusion path, fused
+            return next(predict_draws(self.ema_model, x_t, diffusion=True))
         z0, skips = self.ema_model.encode(x_t)
         return self.ema_model.decode(self.ema_model.sample(z0), skips, x_t.shape[-2:])
 
@@ -187,37 +194,42 @@ class Stage2(Method):
         if st.mic:
             images["masked"] = st.masked_target(x_t, generator)
         parts, stacked = Parts.stack(images)
-        with torch.no_grad():
-            z0, skips = model.encode(stacked)  # z0 (3B or 4B, Cz, H/s, W/s)
-        z0, skips = z0.detach(), [f.detach() for f in skips]
-
-        # every latent noised at its own random timestep, one denoiser pass; the diffusion loss on the
-        # labelled parts (source and mixed) only, z0_hat (3B or 4B, Cz, h, w) for all
         labelled = ("source", "mixed")
-        loss_diff, z0_hat = model.diffusion.loss(z0, z0, generator, rows=parts.rows(*labelled))
-
-        size = x_s.shape[-2:]
-        if self.discriminator is not None and self.adversarial_input == "fused":
-            # D's fused features of every part; the discriminator sees source vs target (and mixed) ones
-            feats = model.decode_features(z0_hat, skips, size)  # (3B or 4B, C_D, H/4, W/4)
-            logits = model.decoder.classify(parts.take(feats, *labelled), size)
-            logits_k = model.decoder.classify(parts.take(feats, "masked"), size) if st.mic else None
-            critic_in = feats
+        if model.multires is not None:  # E -> z0 -> eps_theta -> D at both scales, fused
+            loss_diff, z0, z0_hat, out, out_k, critic_in = self.multires_pass(stacked, parts, generator)
         else:
-            logits = model.decode(parts.take(z0_hat, *labelled), [parts.take(f, *labelled) for f in skips], size)
-            logits_k = (model.decode(parts.take(z0_hat, "masked"), [parts.take(f, "masked") for f in skips], size)
-                        if st.mic else None)
-            critic_in = z0_hat
-        logits = parts.only(*labelled).split(logits)
-        loss_seg = (cross_entropy(logits["source"], y_s, over=self.ce_mean)
-                    + cross_entropy(logits["mixed"], mixed.label, mixed.weight, over=self.ce_mean)) / 2
+            with torch.no_grad():
+                z0, skips = model.encode(stacked)  # z0 (3B or 4B, Cz, H/s, W/s)
+            z0, skips = z0.detach(), [f.detach() for f in skips]
+
+            # every latent noised at its own random timestep, one denoiser pass; the diffusion loss on the
+            # labelled parts (source and mixed) only, z0_hat (3B or 4B, Cz, h, w) for all
+            loss_diff, z0_hat = model.diffusion.loss(z0, z0, generator, rows=parts.rows(*labelled))
+
+            size = x_s.shape[-2:]
+            if self.discriminator is not None and self.adversarial_input == "fused":
+                # D's fused features of every part; the discriminator sees source vs target (and mixed) ones
+                feats = model.decode_features(z0_hat, skips, size)  # (3B or 4B, C_D, H/4, W/4)
+                logits = model.decoder.classify(parts.take(feats, *labelled), size)
+                logits_k = model.decoder.classify(parts.take(feats, "masked"), size) if st.mic else None
+                critic_in = feats
+            else:
+                logits = model.decode(parts.take(z0_hat, *labelled), [parts.take(f, *labelled) for f in skips], size)
+                logits_k = (model.decode(parts.take(z0_hat, "masked"), [parts.take(f, "masked") for f in skips], size)
+                            if st.mic else None)
+                critic_in = z0_hat
+            out, out_k = SegOutput(logits), (SegOutput(logits_k) if st.mic else None)
+        split = parts.only(*labelled)
+        loss_seg = (self.seg_loss(out.rows(split.rows("source")), y_s)
+                    + self.seg_loss(out.rows(split.rows("mixed")), mixed.label, mixed.weight)) / 2
 
         losses = {"diffusion": self.weights["diffusion"] * loss_diff, "seg": self.weights["seg"] * loss_seg}
         if st.mic:
-            losses["mic"] = st.mic_loss(logits_k, target)
+            losses["mic"] = st.mic_weight * self.seg_loss(out_k, target.label, target.weight,
+                                                          loss=masked_consistency_loss)
         logged = {"pl_weight": target.confidence(),
-                      **{f"latent_change_{k}": relative_change(parts.take(z0_hat, k), parts.take(z0, k))
-                         for k in ("source", "target")}}
+                  **{f"latent_change_{k}": relative_change(parts.take(z0_hat, k), parts.take(z0, k))
+                     for k in ("source", "target")}}
         last = last_layer(model.denoiser)  # eps_theta's last layer: where the terms' gradients are compared
         grads = {k: grad_norm(v, last) for k, v in losses.items()}
         logged.update({f"grad_{k}": v for k, v in grads.items()})
@@ -238,6 +250,47 @@ class Stage2(Method):
         losses["adv"] = weight_adv * loss_adv
         logged.update(grad_adv=weight_adv * adv_grad, adv_weight=weight_adv)
         return StepOutput(losses, {k: v.detach() for k, v in groups.items()}, logged)
+
+    def multires_pass(self, x: torch.Tensor, parts: Parts, generator: torch.Generator):
+        """The latent path of a step at both scales (docs/method.md, "HRDA multi-resolution").
+
+        x (3B or 4B, 3, H, W): the stacked images, laid out by ``parts`` (source, mixed, target and,
+        with MIC, masked). The frozen E encodes the context of each (x resized by ``context_scale``)
+        and one random detail crop (the same box for all rows); each scale's latents go through their own ``diffusion.loss`` (source and mixed
+        rows count; the two losses averaged), D decodes each scale's z0_hat, and the scale attention
+        of the context's z0_hat fuses them. The critic sees the context scale's inputs (z0_hat, or D's
+        fused features with ``adversarial_input=fused``): it covers the whole crop at the one size
+        every image has. Returns (diffusion loss, the context's z0 and z0_hat, the output of the
+        source and mixed rows, that of the masked rows or None, the critic's inputs of all rows).
+        """
+        model, mr = self.model, self.model.multires
+        size, n = tuple(x.shape[-2:]), x.shape[0]
+        box = mr.draw_box(size, generator)
+        x_c, x_d = mr.context_image(x), box.crop(x)
+        ctx_size = tuple(x_c.shape[-2:])
+        with torch.no_grad():
+            (z_c, skips_c), (z_d, skips_d) = model.encode(x_c), model.encode(x_d)
+        rows = parts.rows("source", "mixed")
+        loss_c, zh_c = model.diffusion.loss(z_c, z_c, generator, rows=rows)  # zh_c (n, Cz, h_c, w_c)
+        loss_d, zh_d = model.diffusion.loss(z_d, z_d, generator, rows=rows)
+        # the rows D decodes: source and mixed, and the masked target with MIC (not the target rows)
+        mic = "masked" in parts.names
+        keep = torch.cat([torch.arange(n)[rows]] + ([torch.arange(n)[parts.rows("masked")]] if mic else []))
+
+        def pick(skips):
+            return [f[keep] for f in skips]
+
+        if self.discriminator is not None and self.adversarial_input == "fused":
+            feats = model.decode_features(zh_c, skips_c, ctx_size)  # (n, C_D, h_c/4, w_c/4)
+            context, critic_in = model.decoder.classify(feats[keep], ctx_size), feats
+        else:
+            context, critic_in = model.decode(zh_c[keep], pick(skips_c), ctx_size), zh_c
+        share = mr.context_share(zh_c[keep], pick(skips_c), ctx_size, size)
+        detail = model.decode(zh_d[keep], pick(skips_d), tuple(x_d.shape[-2:]))
+        out = SegOutput(fuse(resize_logits(context, size), detail, share, box), detail, box)
+        labelled = rows.stop - rows.start  # source and mixed come first in ``keep``
+        masked = out.rows(slice(labelled, None)) if mic else None
+        return (loss_c + loss_d) / 2, z_c, zh_c, out.rows(slice(0, labelled)), masked, critic_in
 
     def critic_losses(self, critic_inputs: dict[str, torch.Tensor]) -> "dict[str, torch.Tensor] | StepOutput":
         """LS-GAN critic loss on this step's detached inputs (B, C, h, w): "source" labelled 1,
@@ -312,6 +365,8 @@ class Stage2(Method):
         ema_update(self.ema_model.denoiser, self.model.denoiser, self.ema_alpha, step + self.ema_offset)
         if any(p.requires_grad for p in self.model.decoder.parameters()):
             ema_update(self.ema_model.decoder, self.model.decoder, self.ema_alpha, step + self.ema_offset)
+        if self.model.multires is not None and any(p.requires_grad for p in self.model.multires.parameters()):
+            ema_update(self.ema_model.multires, self.model.multires, self.ema_alpha, step + self.ema_offset)
 
 
 def relative_change(z0_hat: torch.Tensor, z0: torch.Tensor) -> float:

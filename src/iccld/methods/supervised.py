@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import LABELLED_TARGET, SOURCE, Method, MethodConfig, cross_entropy
+from .base import LABELLED_TARGET, SOURCE, Method, MethodConfig
 
 
 class SourceOnly(Method):
@@ -20,8 +20,8 @@ class SourceOnly(Method):
 
     def training_losses(self, batch: dict, step: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
         data = batch[self.domain]
-        logits = self.segment(self.model, data["image"])  # (B, C, H, W)
-        return {"seg": cross_entropy(logits, data["label"], over=self.ce_mean)}
+        out = self.forward_train(self.model, data["image"], generator)  # logits (B, C, H, W)
+        return {"seg": self.seg_loss(out, data["label"])}
 
 
 class Oracle(SourceOnly):

@@ -16,6 +16,7 @@ from .denoiser import build_denoiser
 from .discriminator import PatchDiscriminator
 from .iccld import ICCLD, Prediction
 from .latent_head import LatentHead
+from .multires import MultiRes
 
 #: ``model.decoder`` -> D's class; each takes (latent_channels, skip_channels, channels, num_classes,
 #: dropout=) and has ``num_skips``, ``features``, ``classify`` and ``forward(z, skips, size)``
@@ -29,7 +30,8 @@ def build_model(encoder: nn.Module, *, num_classes: int, latent_channels: int, l
                 unet_attention: bool = True, unet_mid_block: bool = True, unet_norm_groups: int = 0,
                 denoiser_residual: bool = True, num_train_timesteps: int = 1000,
                 beta_schedule: str = "squaredcos_cap_v2", prediction_type: str = "sample",
-                sampling_steps: int = 4, fast_sampling: bool = True, norm_eval: bool = False) -> ICCLD:
+                sampling_steps: int = 4, fast_sampling: bool = True, norm_eval: bool = False,
+                multires: dict | None = None) -> ICCLD:
     """The ICCLD network around a built backbone ``encoder`` (see :mod:`iccld.models.backbones`).
 
     The latent head reads the encoder's two deepest levels and D its levels at ``skip_strides``,
@@ -37,6 +39,9 @@ def build_model(encoder: nn.Module, *, num_classes: int, latent_channels: int, l
     :class:`iccld.sections.ModelConfig`, which documents them; the defaults are the paper's.
     Their values are checked once, on the config, by :func:`iccld.io.check_model_config` (and the
     strides against the built encoder's by :func:`iccld.io.build_model_from_config`).
+    ``multires``: None (one resolution), or the settings of HRDA's multi-resolution
+    (:class:`iccld.sections.MultiResConfig`'s fields but ``enabled``); its scale-attention head, a
+    1x1-fusion decoder on D's inputs, is built last, so it changes no other part's initialisation.
     """
     skip_levels = [level_of_stride(encoder, s) for s in skip_strides]
     ch = list(encoder.channels)
@@ -52,11 +57,20 @@ def build_model(encoder: nn.Module, *, num_classes: int, latent_channels: int, l
                                 build_sampler(num_train_timesteps, beta_schedule, prediction_type),
                                 sampling_steps=sampling_steps, residual=denoiser_residual,
                                 fast_sampling=fast_sampling)
+    mr = None
+    if multires is not None:
+        settings = dict(multires)
+        outputs = num_classes if settings.pop("classwise_attention", True) else 1
+        width = settings.pop("attention_channels", 256)
+        if width < 1:
+            raise ValueError(f"multires.attention_channels: must be >= 1, got {width}")
+        attention = FusionDecoder(latent_channels, skip_channels, width, outputs, dropout=dropout)
+        mr = MultiRes(attention, **settings)
     return ICCLD(encoder, latent_head, diffusion, d, skip_levels=skip_levels, inter_coder=inter_coder,
-                 latent_stride=latent_stride, latent_levels=latent_levels, norm_eval=norm_eval)
+                 latent_stride=latent_stride, latent_levels=latent_levels, norm_eval=norm_eval, multires=mr)
 
 
 __all__ = [
     "BACKBONES", "DAFormerDecoder", "DECODERS", "ICCLD", "FusionDecoder", "LatentDiffusion", "LatentHead",
-    "PatchDiscriminator", "Prediction", "build_backbone", "build_denoiser", "build_model",
+    "MultiRes", "PatchDiscriminator", "Prediction", "build_backbone", "build_denoiser", "build_model",
 ]

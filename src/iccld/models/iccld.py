@@ -23,6 +23,7 @@ from torch import nn
 
 from ..diffusion.latent import LatentDiffusion
 from .latent_head import LatentHead
+from .multires import MultiRes, predict_draws
 
 
 class Prediction(NamedTuple):
@@ -71,13 +72,17 @@ class ICCLD(nn.Module):
         norm_eval: keep the BatchNorm layers of E's backbone in eval mode (their stored statistics,
             e.g. ImageNet's) also while the network trains, as mmseg's ``norm_eval``; their affine
             weights still train. No effect on a backbone without BatchNorm (MiT, DINOv2).
+        multires: HRDA's multi-resolution (:class:`~iccld.models.multires.MultiRes`: its settings
+            and scale-attention head); None, the default, is one resolution. With it, :meth:`predict`
+            fuses a context and a sliding detail branch, and the methods train both.
         config: what the network was built from, recorded by the builder for saving; the network
             itself never reads it.
     """
 
     def __init__(self, encoder: nn.Module, latent_head: LatentHead, diffusion: LatentDiffusion,
                  decoder: nn.Module, *, skip_levels: list[int], inter_coder: bool, latent_stride: int,
-                 latent_levels: tuple[int, int] = (2, 3), norm_eval: bool = False, config: Any = None) -> None:
+                 latent_levels: tuple[int, int] = (2, 3), norm_eval: bool = False,
+                 multires: MultiRes | None = None, config: Any = None) -> None:
         super().__init__()
         self.encoder = encoder
         self.latent_head = latent_head
@@ -91,6 +96,7 @@ class ICCLD(nn.Module):
         self.latent_stride = latent_stride
         self.latent_levels = tuple(latent_levels)
         self.norm_eval = norm_eval
+        self.multires = multires  # None: no module registered, so the state dict is the single-scale one
         self.config = config
 
     def train(self, mode: bool = True) -> "ICCLD":
@@ -154,6 +160,10 @@ class ICCLD(nn.Module):
         ``samples`` is. ``diffusion=False`` gives the stage-1 path D(z0, skips) (``steps``,
         ``samples`` and ``generator`` are then unused and the uncertainty is None).
         """
+        if self.multires is not None:  # the context and sliding detail branches, fused per draw
+            if diffusion and (not isinstance(samples, int) or samples < 1):
+                raise ValueError(f"samples: the number of noise draws must be an integer >= 1, got {samples!r}")
+            return average_draws(predict_draws(self, x, steps, samples, generator, diffusion))
         size = (x.shape[-2], x.shape[-1])
         z0, skips = self.encode(x)
         if not diffusion:
@@ -177,4 +187,4 @@ class ICCLD(nn.Module):
             "latent_head": list(self.latent_head.parameters()),
             "decoder": list(self.decoder.parameters()),
             "denoiser": list(self.diffusion.parameters()),
-        }
+        } | ({"scale_attention": list(self.multires.parameters())} if self.multires is not None else {})
