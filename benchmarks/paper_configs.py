@@ -5,8 +5,8 @@ the time of an iteration and the peak memory written down.
     python benchmarks/paper_configs.py --configs gta5_cityscapes/stage1.yaml gta5_cityscapes/stage2.yaml
 
 Each config (default: every YAML of ``configs/gta5_cityscapes`` and ``configs/synthia_cityscapes`` but
-``base.yaml``) runs through ``iccld train`` in its own process on generated data in the real download
-layouts at the real sizes (GTA5 1914x1052, SYNTHIA 1280x760, Cityscapes 2048x1024; 4 images each),
+the bases ``base.yaml`` and ``hrda.yaml``) runs through ``iccld train`` in its own process on generated
+data in the real download layouts at the real sizes (GTA5 1914x1052, SYNTHIA 1280x760, Cityscapes 2048x1024; 4 images each),
 for 2 iterations, with everything else as the config says (crops, batch, network, method) except:
 random encoder weights (``model.pretrained`` is a Hub id, not reachable offline: the network's size is
 the same), ``data.num_workers=0`` (data loading in the measured process), one val image, and a stage 2
@@ -43,7 +43,7 @@ def default_configs() -> list[str]:
     found = []
     for family in FAMILIES:
         for path in sorted((REPO / "configs" / family).glob("*.yaml")):
-            if path.name != "base.yaml":
+            if path.name not in ("base.yaml", "hrda.yaml"):  # bases and overlays, not runs
                 found.append(f"{family}/{path.name}")
     # stage 1 before the stage 2 that starts from it
     return sorted(found, key=lambda name: ("stage2" in Path(name).stem, name))

@@ -32,7 +32,8 @@ def test_decoder_deltas_are_paired_by_seed():
 def test_paper_configs_cover_every_paper_config_stage1_first():
     names = paper_configs.default_configs()
     assert "gta5_cityscapes/stage1.yaml" in names and "synthia_cityscapes/stage2_mic.yaml" in names
-    assert not any(n.endswith("base.yaml") for n in names)
+    assert not any(n.endswith(("base.yaml", "hrda.yaml")) for n in names)
+    assert "gta5_cityscapes/hrda_stage2.yaml" in names
     first_stage2 = min(i for i, n in enumerate(names) if "stage2" in Path(n).stem)
     assert all("stage2" not in Path(n).stem for n in names[:first_stage2])
     assert all("stage2" in Path(n).stem for n in names[first_stage2:])
