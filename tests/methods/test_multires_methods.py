@@ -57,7 +57,9 @@ def test_detail_loss_weight_scales_the_detail_term():
 def test_pseudo_labels_come_from_the_fused_multires_prediction():
     method = Stage1(multires_model(), Stage1Config(name="stage1", **CONFIDENT)).train()
     x_t = batch()["target"]["image"]
-    labels, weight = method.target_pseudo_labels(x_t)
+    with torch.no_grad():
+        target = method.self_training.pseudo_labels(method.segment(method.ema_model, x_t))
+    labels, weight = target.label, target.weight
     with torch.no_grad():
         fused = next(predict_draws(method.ema_model, x_t, diffusion=False))
         z0, skips = method.ema_model.encode(x_t)
