@@ -8,6 +8,7 @@ import yaml
 
 from iccld.config import Config, from_dict, load_config, to_dict, to_yaml
 from iccld.errors import ConfigError
+from iccld.sections import MultiResConfig
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -207,6 +208,7 @@ MODEL_CHANGES = {
     "unet_mid_block": (True, {}), "unet_norm_groups": (2, {}), "latent_norm": (False, {}),
     "denoiser_residual": (False, {}), "num_train_timesteps": (500, {}), "beta_schedule": ("linear", {}),
     "prediction_type": ("epsilon", {"denoiser_residual": False}), "sampling_steps": (2, {}),
+    "multires": (MultiResConfig(enabled=True), {}),  # adds the scale-attention head's weights
 }
 
 

@@ -123,7 +123,7 @@ class ModelConfig:
 ARCHITECTURE_FIELDS = ("backbone", "num_classes", "latent_channels", "latent_stride", "inter_coder",
                        "skip_strides", "decoder", "decoder_channels", "unet_channels", "unet_layers_per_block",
                        "unet_attention", "unet_mid_block", "unet_norm_groups", "latent_norm",
-                       "denoiser_residual")
+                       "denoiser_residual", "multires")
 
 
 @dataclass

@@ -71,7 +71,7 @@ def test_pseudo_labels_come_from_the_fused_multires_prediction():
 
 def test_stage1_step_trains_both_branches_and_the_attention():
     method = Stage1(multires_model(), Stage1Config(name="stage1", mic_weight=1.0, mic_block_size=16, **CONFIDENT))
-    losses = method.training_losses(batch(), 0, torch.Generator().manual_seed(0))
+    losses = method.training_losses(batch(), 0, torch.Generator().manual_seed(0)).losses
     assert set(losses) == {"seg", "mix", "mic"} and all(torch.isfinite(v) for v in losses.values())
     sum(losses.values()).backward()
     attention = method.model.multires.attention
