@@ -9,7 +9,8 @@ Times, round-robin on one thread (what the commands use for inputs of this size)
 whole prediction (``ICCLD.predict``: E, the loop, D), for the ``cpu`` preset on one 256x128 image
 (latent 8x16) at K = 4 and 10 with 1 and 4 noise draws, and for the ``paper`` preset's denoiser
 alone on a 512x512 image's latent (32x32, MiT-B5's stride 16), randomly initialised. Prints a table
-and writes benchmarks/results/fixed_steps_speed.json; the figures go into the runner's docstring.
+and writes benchmarks/results/fixed_steps_speed.json and the ``fixed_steps`` section of
+docs/benchmarks.md (``--render`` rewrites the section from the committed JSON without measuring).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import json
 
 import torch
 
-from common import RESULTS, machine_info, paired_ratio, time_interleaved
+from common import RESULTS, machine_info, markdown_table, paired_ratio, time_interleaved, write_section
 
 from iccld.io import build_model_from_config
 from iccld.presets import preset
@@ -43,10 +44,30 @@ def workloads(model, x, steps, draws):
             for what in ("loop", "predict") for fast in (True, False)}
 
 
+def render(results: dict) -> str:
+    m = results["machine"]
+    rows = [[r["model"], f"{r['latent'][0]}x{r['latent'][1]}", r["K"], r["draws"],
+             f"{r['loop_generic_ms']:.2f}", f"{r['loop_fast_ms']:.2f}", f"{r['loop_speedup']:.2f}x",
+             f"{r['predict_speedup']:.2f}x" if "predict_speedup" in r else "–", "yes" if r["same_output"] else "NO"]
+            for r in results["rows"]]
+    return "\n".join([
+        "The fixed-step runner (`iccld.diffusion.fixed_steps`, on by default through `fast_sampling`) against "
+        f"diffusers' generic `UNet2DModel.forward` (diffusers {results['diffusers']}), paired medians on one thread.",
+        "",
+        f"Measured {m['date']} on {m['cpu']} ({m['logical_cores']} cores, 1-minute load {m.get('load_average_1m', '?')}: "
+        f"not a quiet machine), command `{m['command']}`.", "",
+        markdown_table(["model", "latent", "K", "draws", "loop generic (ms)", "loop fast (ms)", "loop speed-up",
+                        "whole predict speed-up", "same output"], rows), ""])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--render", action="store_true", help="rewrite the docs section from the committed JSON")
     args = parser.parse_args()
+    if args.render:
+        write_section("fixed_steps", render(json.loads((RESULTS / "fixed_steps_speed.json").read_text())))
+        return
     warmup, repeats = (1, 5) if args.quick else (3, 20)
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -77,7 +98,8 @@ def main() -> None:
             print(json.dumps(row))
     out = RESULTS / "fixed_steps_speed.json"
     out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_section("fixed_steps", render(results))
+    print(f"wrote {out} and docs/benchmarks.md")
 
 
 if __name__ == "__main__":

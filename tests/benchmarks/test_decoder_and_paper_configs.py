@@ -47,3 +47,17 @@ def test_paper_configs_table_names_failures():
     lines = paper_configs.render(result).splitlines()
     assert "| `configs/gta5_cityscapes/stage1.yaml` | yes | 155.7 | 12.7 | 494 |" in lines
     assert "| `configs/gta5_cityscapes/stage2.yaml` | no: boom | – | – | 3 |" in lines
+
+
+def test_fixed_steps_section_is_rendered_from_the_committed_results():
+    import json
+
+    import common
+    import fixed_steps_speed
+
+    results = json.loads((BENCHMARKS / "results" / "fixed_steps_speed.json").read_text())
+    begin, end = common.markers("fixed_steps")
+    text = common.DOC.read_text()
+    section = text[text.index(begin) + len(begin): text.index(end)].strip()
+    assert section == fixed_steps_speed.render(results).strip()
+    assert "| cpu | 8x16 | 4 | 1 | 10.05 | 6.16 | 1.75x | 1.15x | yes |" in section
