@@ -116,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="/tmp/iccld-paper-configs", help="data and run folders")
     parser.add_argument("--json", default=str(RESULTS / "paper_configs.json"))
     parser.add_argument("--no-doc", action="store_true")
-    parser.add_argument("--note", help="a sentence on the conditions (e.g. what else ran), kept with the results")
+    parser.add_argument("--note", help="the conditions of this invocation's rows (e.g. what else ran), "
+                                       "shown beside their date")
     args = parser.parse_args(argv)
     out, started = Path(args.out), time.time()
     data = make_data(out / "data")
@@ -124,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.configs or default_configs():
         print(f"== {name}", file=sys.stderr)
         results.append({**run_config(name, data, out / "runs"),
-                        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")})
+                        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+                        **({"note": args.note} if args.note else {})})
         print(json.dumps(results[-1]), file=sys.stderr)
     ran = {r["config"] for r in results}
     if Path(args.json).exists():  # rows of configs measured by an earlier invocation are kept, marked as such
@@ -135,8 +137,7 @@ def main(argv: list[str] | None = None) -> int:
                        "machine": machine_info("cpu"), "iterations": ITERATIONS,
                        "command": " ".join(["python benchmarks/paper_configs.py",
                                             *(argv if argv is not None else sys.argv[1:])]),
-                       "minutes": round((time.time() - started) / 60, 1),
-                       **({"note": args.note} if args.note else {})},
+                       "minutes": round((time.time() - started) / 60, 1)},
               "runs": results}
     write_json(Path(args.json), result)
     text = render(result)
@@ -150,7 +151,8 @@ def render(result: dict) -> str:
     meta = result["meta"]
     rows = [[f"`configs/{r['config']}`", "yes" if r["ok"] else f"no: {r['error']}",
              f"{r['iteration_s']:.1f}" if r.get("iteration_s") else "–",
-             f"{r['peak_rss_gib']:.1f}" if r.get("peak_rss_gib") else "–", f"{r['seconds']:.0f}", r.get("date", "")]
+             f"{r['peak_rss_gib']:.1f}" if r.get("peak_rss_gib") else "–", f"{r['seconds']:.0f}",
+             r.get("date", "") + (f" ({r['note']})" if r.get("note") else "")]
             for r in result["runs"]]
     return "\n".join([
         f"Each paper-scale config trained {meta['iterations']} iterations end to end on CPU at its real sizes "
@@ -158,8 +160,7 @@ def render(result: dict) -> str:
         "1280x760, Cityscapes 2048x1024; random encoder weights; data loading in the process). CPU figures, "
         "fp32: what a GPU takes is in the GPU section.", "",
         f"Measured {meta['date']} on {meta['machine']['cpu']} ({meta['machine']['logical_cores']} cores), "
-        f"command `{meta['command']}` (rows measured earlier kept), {meta['minutes']} min."
-        + (f" {meta['note'][0].upper()}{meta['note'][1:]}." if meta.get("note") else ""), "",
+        f"command `{meta['command']}` (rows measured earlier kept), {meta['minutes']} min.", "",
         markdown_table(["config", "trains", "s / iteration (2nd)", "peak RSS (GiB)", "whole run incl. build, "
                         "val (s)", "measured"], rows), ""])
 

@@ -46,6 +46,8 @@ def test_paper_configs_table_names_failures():
                        {"config": "gta5_cityscapes/stage2.yaml", "ok": False, "error": "boom", "seconds": 3.0}]}
     lines = paper_configs.render(result).splitlines()
     assert "| `configs/gta5_cityscapes/stage1.yaml` | yes | 155.7 | 12.7 | 494 |  |" in lines
+    result["runs"][0]["note"] = "beside make demo"
+    assert "| 494 |  (beside make demo) |" in paper_configs.render(result)
     assert "| `configs/gta5_cityscapes/stage2.yaml` | no: boom | – | – | 3 |  |" in lines
 
 
