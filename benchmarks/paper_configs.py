@@ -103,9 +103,14 @@ def run_config(name: str, data: dict[str, Path], runs: Path) -> dict:
     proc.returncode = os.waitstatus_to_exitcode(status)
     seconds = time.time() - started
     if proc.returncode != 0:
-        lines = log.read_text().strip().splitlines()
-        return {"config": name, "ok": False, "error": lines[-1] if lines else f"status {proc.returncode}",
-                "seconds": round(seconds, 1)}
+        if proc.returncode < 0:  # a signal: SIGKILL here is the kernel's out-of-memory killer
+            error = f"killed by signal {-proc.returncode}" + (
+                " (out of memory on this machine)" if -proc.returncode == 9 else "")
+        else:
+            lines = log.read_text().strip().splitlines()
+            error = lines[-1] if lines else f"status {proc.returncode}"
+        return {"config": name, "ok": False, "error": error, "seconds": round(seconds, 1),
+                "peak_rss_gib": usage.ru_maxrss / 2**20}
     return {"config": name, "ok": True, "seconds": round(seconds, 1),
             "iteration_s": iteration_seconds(run), "peak_rss_gib": usage.ru_maxrss / 2**20}
 
