@@ -97,6 +97,14 @@ def markdown_table(headers: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
+def mean_std_text(values: list[float]) -> str:
+    """"mean ± std" of ``values`` to two decimals (std 0 for one value), "–" for none: a table cell."""
+    if not values:
+        return "–"
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.fmean(values):.2f} ± {std:.2f}"
+
+
 def write_json(path: Path, data: dict) -> Path:
     from iccld.utils import atomic_write_text
 

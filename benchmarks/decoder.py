@@ -18,7 +18,6 @@ is reported), with paired deltas by seed and the per-class IoU of the thin class
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from datetime import datetime, timezone
@@ -27,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from accuracy import DEFAULT_WEIGHTS, REGIMES, split_evaluation, train_one  # noqa: E402
-from common import RESULTS, machine_info, markdown_table, write_json, write_section  # noqa: E402
+from common import RESULTS, machine_info, markdown_table, mean_std_text, write_json, write_section  # noqa: E402
 
 DAFORMER = ("model.decoder=daformer", "model.skip_strides=[4,8,16,32]")
 # row -> (label, run key, config, stage-1 row it starts from, overrides)
@@ -54,13 +53,6 @@ def run_row(regime: str, out: Path, bench: Path, row: str, seed: int, weights: s
             "thin": {c: test["ema"]["per_class"][c] for c in THIN}, "seconds": result["seconds"]}
 
 
-def _mean_std(values: list[float]) -> str:
-    if not values:
-        return "–"
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.fmean(values):.2f} ± {std:.2f}"
-
-
 def _paired(runs: list[dict], regime: str, a: str, b: str) -> list[float]:
     by = {(r["row"], r["seed"]): r["test"] for r in runs if r["regime"] == regime}
     return [by[(a, s)] - by[(b, s)] for (v, s) in by if v == a and (b, s) in by]
@@ -81,10 +73,10 @@ def render(result: dict) -> str:
             if not mine:
                 continue
             delta = next((_paired(runs, regime, a, b) for a, b in PAIRS if a == row), None)
-            rows.append([label, _mean_std([r["val"] for r in mine]), _mean_std([r["test"] for r in mine]),
-                         _mean_std(delta) if delta else "",
+            rows.append([label, mean_std_text([r["val"] for r in mine]), mean_std_text([r["test"] for r in mine]),
+                         mean_std_text(delta) if delta else "",
                          f"{sum(d > 0 for d in delta)} of {len(delta)}" if delta else "",
-                         *[_mean_std([r["thin"][c] for r in mine]) for c in THIN]])
+                         *[mean_std_text([r["thin"][c] for r in mine]) for c in THIN]])
         lines += [markdown_table(["row", "val mIoU", "test mIoU", "test Δ daformer − segformer", "seeds up",
                                   *[f"{c} IoU" for c in THIN]], rows), ""]
     return "\n".join(lines)

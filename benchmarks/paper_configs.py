@@ -100,15 +100,14 @@ def run_config(name: str, data: dict[str, Path], runs: Path) -> dict:
     with open(log, "w") as sink:
         proc = subprocess.Popen(command, env=env, stdout=sink, stderr=subprocess.STDOUT)
         _, status, usage = os.wait4(proc.pid, 0)  # the child's own rusage: its peak RSS
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    code = os.waitstatus_to_exitcode(status)
     seconds = time.time() - started
-    if proc.returncode != 0:
-        if proc.returncode < 0:  # a signal: SIGKILL here is the kernel's out-of-memory killer
-            error = f"killed by signal {-proc.returncode}" + (
-                " (out of memory on this machine)" if -proc.returncode == 9 else "")
+    if code != 0:
+        if code < 0:  # a signal: SIGKILL here is the kernel's out-of-memory killer
+            error = f"killed by signal {-code}" + (" (out of memory on this machine)" if code == -9 else "")
         else:
             lines = log.read_text().strip().splitlines()
-            error = lines[-1] if lines else f"status {proc.returncode}"
+            error = lines[-1] if lines else f"status {code}"
         return {"config": name, "ok": False, "error": error, "seconds": round(seconds, 1),
                 "peak_rss_gib": usage.ru_maxrss / 2**20}
     return {"config": name, "ok": True, "seconds": round(seconds, 1),

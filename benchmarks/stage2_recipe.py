@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from accuracy import DEFAULT_WEIGHTS, REGIMES, split_evaluation, train_one  # noqa: E402
-from common import machine_info, markdown_table, write_json, write_section, RESULTS  # noqa: E402
+from common import machine_info, markdown_table, mean_std_text, write_json, write_section, RESULTS  # noqa: E402
 
 # variant -> (what it is, method overrides on the regime's stage2.yaml)
 VARIANTS = {
@@ -58,13 +58,6 @@ def run_variant(regime: str, out: Path, bench: Path, variant: str, seed: int, we
             "end_of_run": {k: v for k, v in diag.get("end_of_run", {}).items() if k != "summary"}}
 
 
-def _mean_std(values: list[float]) -> str:
-    if not values:
-        return "–"
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.fmean(values):.2f} ± {std:.2f}"
-
-
 def _paired(runs: list[dict], regime: str, a: str, b: str, split: str = "test") -> list[float]:
     by = {(r["variant"], r["seed"]): r[split] for r in runs if r["regime"] == regime}
     return [by[(a, s)] - by[(b, s)] for (v, s) in by if v == a and (b, s) in by]
@@ -90,8 +83,8 @@ def render(result: dict) -> str:
             ratio = [r["last_step"]["grad_adv"] / r["last_step"]["grad_seg"] for r in mine
                      if r["last_step"].get("grad_seg")]
             moved = [100 * r["end_of_run"]["latent_change"] for r in mine if "latent_change" in r["end_of_run"]]
-            rows.append([label, _mean_std([r["val"] for r in mine]), _mean_std([r["test"] for r in mine]),
-                         _mean_std(d1), wins, _mean_std(df),
+            rows.append([label, mean_std_text([r["val"] for r in mine]), mean_std_text([r["test"] for r in mine]),
+                         mean_std_text(d1), wins, mean_std_text(df),
                          f"{statistics.fmean(ratio):.2g}" if ratio else "–",
                          f"{statistics.fmean(moved):.2g}" if moved else "–"])
         chosen = result["chosen"].get(regime)
