@@ -7,7 +7,8 @@ both regimes.
 
 Each row is the regime's own config (``stage1.yaml``, ``stage2.yaml``) with, for the daformer rows,
 ``model.decoder=daformer`` and ``model.skip_strides=[4,8,16,32]`` (DAFormer fuses strides 4 to 32); the
-preset's width (``decoder_channels``) is kept. ICCLD starts from the stage-1 run of its own seed and
+preset's width (``decoder_channels``) is kept; the ``_gn`` rows add ``model.decoder_norm=group``
+(GroupNorm in place of DAFormer's BatchNorm). ICCLD starts from the stage-1 run of its own seed and
 decoder. The segformer rows are the run folders of ``benchmarks/accuracy.py`` and
 ``benchmarks/stage2_recipe.py`` under the same ``--out`` (``stage1``, ``stage2_fixed``): finished runs
 are reused, not retrained. Every run is evaluated on target val and on the held-out test split (what
@@ -29,14 +30,19 @@ from accuracy import DEFAULT_WEIGHTS, REGIMES, split_evaluation, train_one  # no
 from common import RESULTS, machine_info, markdown_table, mean_std_text, write_json, write_section  # noqa: E402
 
 DAFORMER = ("model.decoder=daformer", "model.skip_strides=[4,8,16,32]")
+DAFORMER_GN = (*DAFORMER, "model.decoder_norm=group")  # GroupNorm in BatchNorm's place
 # row -> (label, run key, config, stage-1 row it starts from, overrides)
 ROWS = {
     "stage1": ("stage 1, segformer decoder", "stage1", "stage1", None, ()),
     "stage1_daformer": ("stage 1, daformer decoder", "stage1_daformer", "stage1", None, DAFORMER),
     "stage2": ("ICCLD, segformer decoder", "stage2_fixed", "stage2", "stage1", ()),
     "stage2_daformer": ("ICCLD, daformer decoder", "stage2_daformer", "stage2", "stage1_daformer", DAFORMER),
+    "stage1_daformer_gn": ("stage 1, daformer decoder, GroupNorm", "stage1_daformer_gn", "stage1", None, DAFORMER_GN),
+    "stage2_daformer_gn": ("ICCLD, daformer decoder, GroupNorm", "stage2_daformer_gn", "stage2", "stage1_daformer_gn",
+                           DAFORMER_GN),
 }
-PAIRS = (("stage1_daformer", "stage1"), ("stage2_daformer", "stage2"))
+PAIRS = (("stage1_daformer", "stage1"), ("stage2_daformer", "stage2"), ("stage1_daformer_gn", "stage1"),
+         ("stage2_daformer_gn", "stage2"))
 THIN = ("pole", "traffic light", "traffic sign", "person", "rider", "bicycle")
 
 

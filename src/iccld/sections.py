@@ -91,6 +91,9 @@ class ModelConfig:
     # its separable-ASPP fusion of all four levels, strides 4..32, with the latent as one more input)
     decoder: str = "segformer"
     decoder_channels: int = 256  # D's width (daformer: the embeddings' and the fusion's, 256 in DAFormer)
+    # D's normalisation layers: "" the decoder's own (segformer: group, daformer: batch as DAFormer) |
+    # batch | group (per image, no running statistics; see docs/benchmarks.md, "D's decoder")
+    decoder_norm: str = ""
     dropout: float = 0.1
     # denoiser eps_theta (diffusers.UNet2DModel)
     unet_channels: list[int] = field(default_factory=lambda: [128, 256, 256])
@@ -121,9 +124,9 @@ class ModelConfig:
 # networks that agree on these (stage 2 refuses a stage-1 run that differs); the rest (pretrained,
 # norm_eval, dropout, the noise schedule, prediction_type, sampling_steps) may differ.
 ARCHITECTURE_FIELDS = ("backbone", "num_classes", "latent_channels", "latent_stride", "inter_coder",
-                       "skip_strides", "decoder", "decoder_channels", "unet_channels", "unet_layers_per_block",
-                       "unet_attention", "unet_mid_block", "unet_norm_groups", "latent_norm",
-                       "denoiser_residual", "multires")
+                       "skip_strides", "decoder", "decoder_channels", "decoder_norm", "unet_channels",
+                       "unet_layers_per_block", "unet_attention", "unet_mid_block", "unet_norm_groups",
+                       "latent_norm", "denoiser_residual", "multires")
 
 
 @dataclass

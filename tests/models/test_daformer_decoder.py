@@ -147,3 +147,39 @@ def test_paper_scale_configs_use_the_daformer_decoder_in_both_stages(benchmark):
         model = load_config(REPO / "configs" / benchmark / f"{name}.yaml", ["method.stage1_checkpoint=runs/x"]
                             if name.startswith("stage2") else []).model
         assert (model.decoder, model.skip_strides) == ("daformer", [4, 8, 16, 32]), name
+
+
+def test_decoder_norm_swaps_every_norm_layer_and_keeps_the_parameters():
+    """model.decoder_norm=group: GroupNorm wherever the daformer decoder has BatchNorm (the same
+    parameter count, no running statistics, each image normalised by itself: a batch of two gives
+    each image the logits it gets alone, in train mode too); =batch gives the segformer decoder
+    SegFormer's BatchNorm; "" keeps each decoder's own."""
+    base = dataclasses.replace(preset("cpu"), decoder="daformer", skip_strides=[4, 8, 16, 32])
+
+    def build(**changes):
+        torch.manual_seed(0)
+        return build_model_from_config(dataclasses.replace(base, **changes), load_weights=False)
+
+    def norms(model):
+        layers = (nn.BatchNorm2d, nn.GroupNorm)
+        return sorted({type(m).__name__ for m in model.decoder.modules() if isinstance(m, layers)})
+
+    bn, gn = build(), build(decoder_norm="group")
+    assert norms(bn) == ["BatchNorm2d"] and norms(gn) == ["GroupNorm"]
+    assert norms(build(decoder_norm="batch")) == ["BatchNorm2d"]
+    count = lambda m: sum(p.numel() for p in m.decoder.parameters())  # noqa: E731
+    assert count(gn) == count(bn)
+    assert not any("running_" in k for k in gn.decoder.state_dict())
+    assert sum(isinstance(m, nn.GroupNorm) for m in gn.decoder.modules()) == 8  # 1 + 3 x 2 + bottleneck
+    gn.decoder.train()
+    gn.decoder.dropout.p = 0.0
+    with torch.no_grad():
+        z0, skips = gn.encode(torch.randn(2, 3, 64, 64))
+        both = gn.decode(z0, skips, (64, 64))
+        one = gn.decode(z0[:1], [s[:1] for s in skips], (64, 64))
+    assert torch.allclose(both[:1], one, atol=1e-5)
+    seg = dataclasses.replace(preset("cpu"), decoder_norm="batch")
+    assert isinstance(build_model_from_config(seg, load_weights=False).decoder.fuse[1], nn.BatchNorm2d)
+    assert isinstance(build_model_from_config(preset("cpu"), load_weights=False).decoder.fuse[1], nn.GroupNorm)
+    with pytest.raises(ConfigError, match="model.decoder_norm: 'layer' is not one of batch, group"):
+        load_config(None, ["model.decoder_norm=layer"])

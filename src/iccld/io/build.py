@@ -11,6 +11,7 @@ from ..sections import ModelConfig
 from ..diffusion import BETA_SCHEDULES, PREDICTION_TYPES
 from ..errors import ConfigError, one_of
 from ..models import BACKBONES, DECODERS, ICCLD, build_backbone, build_model
+from ..models.daformer_decoder import NORMS
 from .backbone_weights import load_backbone_weights
 
 
@@ -49,6 +50,8 @@ def check_model_config(cfg: ModelConfig) -> None:
     if len(set(cfg.skip_strides)) != len(cfg.skip_strides):
         raise ConfigError(f"model.skip_strides: repeated strides in {cfg.skip_strides}")
     one_of("model.decoder", cfg.decoder, tuple(DECODERS))
+    if cfg.decoder_norm:
+        one_of("model.decoder_norm", cfg.decoder_norm, NORMS)
     if cfg.decoder_channels < 1:
         raise ConfigError(f"model.decoder_channels: must be >= 1, got {cfg.decoder_channels}")
     if not 0 <= cfg.dropout < 1:
@@ -90,7 +93,8 @@ def _build(cfg: ModelConfig, encoder) -> ICCLD:
     return build_model(
         encoder, num_classes=cfg.num_classes, latent_channels=cfg.latent_channels,
         latent_stride=cfg.latent_stride, skip_strides=list(cfg.skip_strides), inter_coder=cfg.inter_coder,
-        decoder=cfg.decoder, decoder_channels=cfg.decoder_channels, dropout=cfg.dropout, latent_norm=cfg.latent_norm,
+        decoder=cfg.decoder, decoder_channels=cfg.decoder_channels, decoder_norm=cfg.decoder_norm,
+        dropout=cfg.dropout, latent_norm=cfg.latent_norm,
         unet_channels=list(cfg.unet_channels), unet_layers_per_block=cfg.unet_layers_per_block,
         unet_attention=cfg.unet_attention, unet_mid_block=cfg.unet_mid_block,
         unet_norm_groups=cfg.unet_norm_groups, denoiser_residual=cfg.denoiser_residual,

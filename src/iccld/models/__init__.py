@@ -19,13 +19,13 @@ from .latent_head import LatentHead
 from .multires import MultiRes
 
 #: ``model.decoder`` -> D's class; each takes (latent_channels, skip_channels, channels, num_classes,
-#: dropout=) and has ``num_skips``, ``features``, ``classify`` and ``forward(z, skips, size)``
+#: dropout=, norm=) and has ``num_skips``, ``features``, ``classify`` and ``forward(z, skips, size)``
 DECODERS: dict[str, type[nn.Module]] = {"segformer": FusionDecoder, "daformer": DAFormerDecoder}
 
 
 def build_model(encoder: nn.Module, *, num_classes: int, latent_channels: int, latent_stride: int,
                 skip_strides: list[int], inter_coder: bool = True, decoder: str = "segformer",
-                decoder_channels: int = 256, dropout: float = 0.1, latent_norm: bool = True,
+                decoder_channels: int = 256, decoder_norm: str = "", dropout: float = 0.1, latent_norm: bool = True,
                 unet_channels: list[int] = (128, 256, 256), unet_layers_per_block: int = 2,
                 unet_attention: bool = True, unet_mid_block: bool = True, unet_norm_groups: int = 0,
                 denoiser_residual: bool = True, num_train_timesteps: int = 1000,
@@ -48,7 +48,8 @@ def build_model(encoder: nn.Module, *, num_classes: int, latent_channels: int, l
     latent_levels = (len(ch) - 2, len(ch) - 1)  # the two deepest levels
     latent_head = LatentHead((ch[-2], ch[-1]), latent_channels, hidden_channels=ch[-2], normalize=latent_norm)
     skip_channels = [ch[i] for i in skip_levels] if inter_coder else []
-    d = DECODERS[decoder](latent_channels, skip_channels, decoder_channels, num_classes, dropout=dropout)
+    norm = {"norm": decoder_norm} if decoder_norm else {}  # "": the decoder's own
+    d = DECODERS[decoder](latent_channels, skip_channels, decoder_channels, num_classes, dropout=dropout, **norm)
     # built last, so that the denoiser's settings do not change how E and D are initialised
     denoiser = build_denoiser(latent_channels, list(unet_channels), unet_layers_per_block,
                               mid_attention=unet_attention, mid_block=unet_mid_block,

@@ -21,8 +21,13 @@ embedded like a level and concatenated after the levels, so the ASPP reads ``(le
 channels`` channels. Built without it (``latent_channels=0``) on MiT's four levels, this module is
 DAFormer's head. Without the inter-coder connection it fuses z alone.
 
-BatchNorm as DAFormer has it, unlike the ``segformer`` decoder's GroupNorm: a frozen D keeps its
-statistics because stage 2 holds its frozen parts in eval mode.
+BatchNorm as DAFormer has it (``norm="batch"``, the default), unlike the ``segformer`` decoder's
+GroupNorm: a frozen D keeps its statistics because stage 2 holds its frozen parts in eval mode.
+[ours] ``norm="group"`` puts GroupNorm in every BatchNorm's place (the same parameters, no running
+statistics): BatchNorm's running statistics are gathered on source and mixed batches, and on target
+images they can leave the EMA teacher unsure of every pixel, so that no pseudo-label passes the
+confidence threshold (measured with the ImageNet MobileNetV2 encoder: docs/benchmarks.md, "D's
+decoder"); GroupNorm normalises each image by its own statistics.
 """
 
 from __future__ import annotations
@@ -32,19 +37,27 @@ import math
 import torch
 from torch import nn
 
-from .latent_head import resize_to
+from .latent_head import group_count, resize_to
 
 # DAFormer's ASPP dilations
 DILATIONS = (1, 6, 12, 18)
+NORMS = ("batch", "group")  # the decoders' normalisation layers (model.decoder_norm)
+
+
+def norm_layer(norm: str, channels: int) -> nn.Module:
+    """BatchNorm, or GroupNorm with the most groups (<= 32) that divide ``channels``."""
+    if norm not in NORMS:
+        raise ValueError(f"norm: one of {NORMS}, got {norm!r}")
+    return nn.BatchNorm2d(channels) if norm == "batch" else nn.GroupNorm(group_count(channels), channels)
 
 
 def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int, dilation: int = 1,
-                 groups: int = 1) -> nn.Sequential:
-    """conv (no bias, "same" padding) -> BatchNorm -> ReLU, initialised as mmcv's ConvModule."""
+                 groups: int = 1, norm: str = "batch") -> nn.Sequential:
+    """conv (no bias, "same" padding) -> BatchNorm (or ``norm``) -> ReLU, initialised as mmcv's ConvModule."""
     conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=dilation * (kernel_size // 2),
                      dilation=dilation, groups=groups, bias=False)
     nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
-    return nn.Sequential(conv, nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
+    return nn.Sequential(conv, norm_layer(norm, out_channels), nn.ReLU(inplace=True))
 
 
 class SeparableASPP(nn.Module):
@@ -53,15 +66,16 @@ class SeparableASPP(nn.Module):
     (B, in_channels, h, w) -> (B, channels, h, w).
     """
 
-    def __init__(self, in_channels: int, channels: int, dilations: tuple[int, ...] = DILATIONS) -> None:
+    def __init__(self, in_channels: int, channels: int, dilations: tuple[int, ...] = DILATIONS,
+                 norm: str = "batch") -> None:
         super().__init__()
         self.branches = nn.ModuleList(
-            conv_bn_relu(in_channels, channels, 1) if d == 1 else nn.Sequential(
-                conv_bn_relu(in_channels, in_channels, 3, dilation=d, groups=in_channels),  # depthwise
-                conv_bn_relu(in_channels, channels, 1),  # pointwise
+            conv_bn_relu(in_channels, channels, 1, norm=norm) if d == 1 else nn.Sequential(
+                conv_bn_relu(in_channels, in_channels, 3, dilation=d, groups=in_channels, norm=norm),  # depthwise
+                conv_bn_relu(in_channels, channels, 1, norm=norm),  # pointwise
             )
             for d in dilations)
-        self.bottleneck = conv_bn_relu(len(dilations) * channels, channels, 3)
+        self.bottleneck = conv_bn_relu(len(dilations) * channels, channels, 3, norm=norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.bottleneck(torch.cat([branch(x) for branch in self.branches], dim=1))
@@ -80,10 +94,12 @@ class DAFormerDecoder(nn.Module):
         dropout: channel dropout before the classifier (DAFormer: 0.1).
         dilations: the ASPP's dilations.
         fuse_stride: stride (w.r.t. the input image) at which the inputs are fused.
+        norm: the fusion's normalisation, "batch" (DAFormer's) or "group".
     """
 
     def __init__(self, latent_channels: int, skip_channels: list[int], channels: int, num_classes: int,
-                 dropout: float = 0.1, dilations: tuple[int, ...] = DILATIONS, fuse_stride: int = 4) -> None:
+                 dropout: float = 0.1, dilations: tuple[int, ...] = DILATIONS, fuse_stride: int = 4,
+                 norm: str = "batch") -> None:
         super().__init__()
         if latent_channels < 0:
             raise ValueError(f"latent_channels: must be >= 0, got {latent_channels}")
@@ -93,7 +109,7 @@ class DAFormerDecoder(nn.Module):
         self.skip_projs = nn.ModuleList(nn.Conv2d(c, channels, 1) for c in skip_channels)
         self.latent_proj = nn.Conv2d(latent_channels, channels, 1) if latent_channels else None
         n_inputs = len(skip_channels) + (1 if latent_channels else 0)
-        self.fuse = SeparableASPP(n_inputs * channels, channels, tuple(dilations))
+        self.fuse = SeparableASPP(n_inputs * channels, channels, tuple(dilations), norm)
         self.dropout = nn.Dropout2d(dropout)
         self.classifier = nn.Conv2d(channels, num_classes, 1)
         nn.init.normal_(self.classifier.weight, std=0.01)

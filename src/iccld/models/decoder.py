@@ -6,7 +6,7 @@ by a 1x1 conv ("MLP") to ``channels``, upsampled to stride 4 of the input image,
 
 [ours] GroupNorm instead of SegFormer's BatchNorm in the fusion layer: it behaves the same in train
 and eval mode, keeps no running statistics that a frozen decoder could still change in stage 2, and
-works with batch size 1.
+works with batch size 1 (``norm="batch"`` gives SegFormer's BatchNorm back).
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ import math
 import torch
 from torch import nn
 
-from .latent_head import group_count, resize_to
+from .daformer_decoder import norm_layer
+from .latent_head import resize_to
 
 
 class FusionDecoder(nn.Module):
@@ -31,17 +32,18 @@ class FusionDecoder(nn.Module):
         num_classes: number of output classes.
         dropout: channel dropout before the classifier (SegFormer: 0.1).
         fuse_stride: stride (w.r.t. the input image) at which the features are fused.
+        norm: the fusion layer's normalisation, "group" or "batch" (SegFormer's).
     """
 
     def __init__(self, latent_channels: int, skip_channels: list[int], channels: int, num_classes: int,
-                 dropout: float = 0.1, fuse_stride: int = 4) -> None:
+                 dropout: float = 0.1, fuse_stride: int = 4, norm: str = "group") -> None:
         super().__init__()
         self.latent_proj = nn.Conv2d(latent_channels, channels, 1)
         self.skip_projs = nn.ModuleList(nn.Conv2d(c, channels, 1) for c in skip_channels)
         n_inputs = 1 + len(skip_channels)
         self.fuse = nn.Sequential(
             nn.Conv2d(n_inputs * channels, channels, 1, bias=False),
-            nn.GroupNorm(group_count(channels), channels),
+            norm_layer(norm, channels),
             nn.ReLU(inplace=True),
         )
         self.dropout = nn.Dropout2d(dropout)
