@@ -332,6 +332,9 @@ def validate(c: Config) -> None:
             raise ConfigError(
                 f"data.crop_size: crop {c.data.crop_size[0]}x{c.data.crop_size[1]} (HxW) is larger than "
                 f"data.{part}.resize {resize[0]}x{resize[1]} (WxH); lower the crop or raise the resize")
+    margins = c.data.pl_margins
+    if margins is not None and (len(margins) != 4 or min(margins) < 0):
+        raise ConfigError(f"data.pl_margins: expected [top, bottom, left, right] >= 0 pixels, got {margins}")
     if not 0 < c.data.cat_max_ratio <= 1:
         raise ConfigError(f"data.cat_max_ratio: must be in (0, 1], got {c.data.cat_max_ratio}")
     _positive("data.rcs_temperature", c.data.rcs_temperature, allow_zero=True)

@@ -49,6 +49,11 @@ class DataConfig:
     rcs_temperature: float = 0.01  # 0 disables
     rcs_min_pixels: int = 3000
     rcs_min_crop_ratio: float = 0.5
+    # HRDA's pseudo-label margins ("crop v2"): [top, bottom, left, right] pixels of each target image
+    # (after data.target.resize) whose pseudo-labels weigh 0. Masked on the whole image before it is
+    # cropped, so a crop loses them only where it touches the image's border (HRDA: [30, 240, 30, 30]
+    # of Cityscapes' 2048x1024). null: off (method.pl_crop_top/bottom cut rows of every crop instead).
+    pl_margins: Optional[list[int]] = switch(None)
 
 
 @dataclass

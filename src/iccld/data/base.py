@@ -241,8 +241,10 @@ class SegmentationDataset(torch.utils.data.Dataset):
                     raise DataError(f"{self.root}: no readable image/label pair left "
                                     f"(last: {exc})") from None
                 index = (index + 1) % len(self.samples)
-        image_t, label_t = self.transform(image, label, rng)
+        image_t, label_t, *valid = self.transform(image, label, rng)
         out = {"image": image_t, "label": label_t, "name": self.samples[index].name}
+        if valid:  # the transform's pseudo-label region (data.pl_margins)
+            out["pl_valid"] = valid[0]
         if self.skip_bad:
             out["skipped"] = skipped
             out["bad_pairs"] = "\n".join(bad)

@@ -18,20 +18,24 @@ from .transforms import EvalTransform, TrainTransform
 
 def build_dataset(cfg: DatasetConfig, *, train: bool, crop_size: Optional[Sequence[int]] = None,
                   cat_max_ratio: float = 0.75, flip: bool = True, labelled: bool = True,
-                  skip_bad: bool = False, jitter: float = 0.0) -> SegmentationDataset:
+                  skip_bad: bool = False, jitter: float = 0.0,
+                  pl_margins: Optional[Sequence[int]] = None) -> SegmentationDataset:
     """One dataset split as ``cfg`` describes it.
 
     ``train=True`` gives random crops of ``crop_size`` (H, W) (required) after resizing to
     ``cfg.resize`` (by one factor with ``cfg.keep_ratio``); ``train=False`` resizes the image only
     (labels stay full-size). ``labelled=False``
     is the unlabelled target of UDA: no label files are needed and labels are all 255.
+    ``pl_margins`` (training only): each sample also holds ``pl_valid``, its pseudo-label region
+    (see :class:`~iccld.data.transforms.TrainTransform`).
     """
     if not cfg.root:
         raise ConfigError(f"data: the {cfg.kind} dataset has no root; set data.<part>.root to its folder")
     if train:
         if crop_size is None:
             raise ConfigError("data.crop_size: required for a training dataset")
-        transform = TrainTransform(cfg.resize, crop_size, cat_max_ratio, flip, jitter, cfg.keep_ratio)
+        transform = TrainTransform(cfg.resize, crop_size, cat_max_ratio, flip, jitter, cfg.keep_ratio,
+                                   pl_margins)
     else:
         transform = EvalTransform(cfg.resize, cfg.keep_ratio)
     kind = dataset_kind(cfg.kind, "data: dataset kind")  # ConfigError listing the kinds

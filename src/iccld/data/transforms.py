@@ -152,15 +152,19 @@ class TrainTransform:
         cat_max_ratio: in (0, 1]; 1 disables the class-ratio test.
         flip: horizontal flip with probability 0.5.
         jitter: photometric jitter strength (0 = off), see :func:`photometric_jitter`.
+        pl_margins: (top, bottom, left, right) pixels of the resized image outside the pseudo-label
+            region (HRDA's margins), or None.
 
     ``__call__(image, label, rng)`` takes (H, W, 3) uint8 and (H, W) uint8 train ids (or None for
     an unlabelled image: the ratio test is skipped and the label is all 255) and returns
-    ``(image (3, h, w) float32, label (h, w) int64)`` with (h, w) = crop_size.
+    ``(image (3, h, w) float32, label (h, w) int64)`` with (h, w) = crop_size; with ``pl_margins``
+    a third tensor, ``pl_valid`` (h, w) float32: 1 inside the margins, 0 in them and in the padding,
+    cropped and flipped with the image (no random draw of its own).
     """
 
     def __init__(self, resize: Optional[Sequence[int]], crop_size: Sequence[int],
                  cat_max_ratio: float = 0.75, flip: bool = True, jitter: float = 0.0,
-                 keep_ratio: bool = False):
+                 keep_ratio: bool = False, pl_margins: Optional[Sequence[int]] = None):
         if len(crop_size) != 2 or min(crop_size) <= 0:
             raise ValueError(f"crop_size must be (H, W) > 0, got {crop_size}")
         self.resize = tuple(resize) if resize is not None else None
@@ -169,10 +173,10 @@ class TrainTransform:
         self.cat_max_ratio = float(cat_max_ratio)
         self.flip = bool(flip)
         self.jitter = float(jitter)
-        self.keep_ratio = bool(keep_ratio)
+        self.pl_margins = tuple(int(m) for m in pl_margins) if pl_margins is not None else None
 
     def __call__(self, image: np.ndarray, label: Optional[np.ndarray],
-                 rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+                 rng: np.random.Generator) -> tuple[torch.Tensor, ...]:
         if self.resize is not None:
             image = resize_image(image, self.resize, self.keep_ratio)
             label = resize_label(label, self.resize, self.keep_ratio) if label is not None else None
@@ -181,14 +185,32 @@ class TrainTransform:
             top, left, bottom, right = random_crop_box(*label.shape, self.crop_size, rng)
         else:
             top, left, bottom, right = cat_max_ratio_crop_box(label, self.crop_size, self.cat_max_ratio, rng)
+        valid = self._valid_region(image.shape[:2])
         image = image[top:bottom, left:right]
         label = label[top:bottom, left:right]
-        if self.flip and rng.random() < 0.5:
+        flipped = self.flip and rng.random() < 0.5
+        if flipped:
             image = image[:, ::-1]
             label = label[:, ::-1]
         if self.jitter > 0:
             image = photometric_jitter(image, self.jitter, rng)
-        return pad_to(normalize(image), _label_tensor(label), self.crop_size)
+        image_t, label_t = pad_to(normalize(image), _label_tensor(label), self.crop_size)
+        if valid is None:
+            return image_t, label_t
+        valid = valid[top:bottom, left:right]
+        valid = torch.from_numpy(np.ascontiguousarray(valid[:, ::-1] if flipped else valid))
+        pad_h, pad_w = self.crop_size[0] - valid.shape[0], self.crop_size[1] - valid.shape[1]
+        return image_t, label_t, torch.nn.functional.pad(valid, (0, max(pad_w, 0), 0, max(pad_h, 0)), value=0.0)
+
+    def _valid_region(self, shape: tuple[int, int]) -> Optional[np.ndarray]:
+        """(H, W) float32 of the whole resized image: 1 where pseudo-labels count, 0 in the margins."""
+        if self.pl_margins is None:
+            return None
+        top, bottom, left, right = self.pl_margins
+        height, width = shape
+        valid = np.zeros((height, width), dtype=np.float32)
+        valid[top:max(height - bottom, top), left:max(width - right, left)] = 1.0
+        return valid
 
 
 class EvalTransform:

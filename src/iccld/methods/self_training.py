@@ -126,9 +126,11 @@ class SelfTraining:
         return self.mic_weight > 0
 
     @torch.no_grad()
-    def pseudo_labels(self, logits: torch.Tensor) -> PseudoLabels:
-        """Pseudo-labels from the EMA model's target logits (B, C, H, W)."""
-        return PseudoLabels(*pseudo_labels(logits, self.pseudo_threshold, *self.pl_crop))
+    def pseudo_labels(self, logits: torch.Tensor, valid: torch.Tensor | None = None) -> PseudoLabels:
+        """Pseudo-labels from the EMA model's target logits (B, C, H, W); ``valid`` (B, H, W), the
+        batch's ``pl_valid`` (data.pl_margins), zeroes the weight outside the pseudo-label region."""
+        labels, weight = pseudo_labels(logits, self.pseudo_threshold, *self.pl_crop)
+        return PseudoLabels(labels, weight if valid is None else weight * valid.to(weight.dtype))
 
     @torch.no_grad()
     def mixed(self, x_s: torch.Tensor, y_s: torch.Tensor, x_t: torch.Tensor, target: PseudoLabels,

@@ -105,7 +105,7 @@ class Stage1(Method):
             losses["fd"] = self.fd_loss(x_s, y_s, features)
         self.release(losses, "seg", "fd")  # the source graph, before the mixed batch's forward
         with torch.no_grad():
-            target = st.pseudo_labels(self.segment(self.ema_model, x_t))
+            target = st.pseudo_labels(self.segment(self.ema_model, x_t), batch["target"].get("pl_valid"))
         mixed = st.mixed(x_s, y_s, x_t, target, generator)
         losses["mix"] = self.seg_loss(self.forward_train(self.model, mixed.image, generator), mixed.label,
                                       mixed.weight)

@@ -71,7 +71,9 @@ def build_datasets(config: Config, streams: tuple[str, ...]) -> dict:
     if SOURCE in streams:
         datasets["source"] = build_source_dataset(d)
     if TARGET in streams or LABELLED_TARGET in streams:  # one target stream, with or without labels
-        datasets["target"] = build_dataset(d.target, labelled=LABELLED_TARGET in streams, **crop)
+        labelled = LABELLED_TARGET in streams  # pseudo-label margins for the unlabelled target only
+        datasets["target"] = build_dataset(d.target, labelled=labelled, pl_margins=None if labelled else d.pl_margins,
+                                           **crop)
     datasets["val"] = build_val_dataset(d, skip_bad=d.skip_bad)
     return datasets
 
