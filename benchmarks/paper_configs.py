@@ -81,16 +81,17 @@ def iteration_seconds(run: Path) -> float | None:
     return stamps[2] - stamps[1] if 1 in stamps and 2 in stamps else None
 
 
-def run_config(name: str, data: dict[str, Path], runs: Path) -> dict:
+def run_config(name: str, data: dict[str, Path], runs: Path, extra: tuple[str, ...] = ()) -> dict:
     family, stem = name.split("/")[0], Path(name).stem
     source = "synthia" if family.startswith("synthia") else "gta5"
-    run = runs / family / stem
+    run = runs / family / (stem + "".join(f"+{o}" for o in extra))
     overrides = [f"data.source.root={data[source]}", f"data.target.root={data['cityscapes']}",
                  f"data.val.root={data['cityscapes']}", "data.num_workers=0", "model.pretrained=",
                  f"trainer.max_iters={ITERATIONS}", "trainer.log_interval=1", "trainer.eval_max_images=1",
                  f"trainer.eval_interval={ITERATIONS}", f"trainer.checkpoint_interval={ITERATIONS}"]
     if stem.startswith("stage2"):
         overrides.append(f"method.stage1_checkpoint={runs / family / stem.replace('stage2', 'stage1')}")
+    overrides += extra
     command = [sys.executable, "-c", "import sys; from iccld.cli import main; sys.exit(main())", "train",
                "--config", str(REPO / "configs" / name), "--out", str(run), "--overwrite", *overrides]
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "HF_HUB_OFFLINE": "1"}
@@ -108,9 +109,9 @@ def run_config(name: str, data: dict[str, Path], runs: Path) -> dict:
         else:
             lines = log.read_text().strip().splitlines()
             error = lines[-1] if lines else f"status {code}"
-        return {"config": name, "ok": False, "error": error, "seconds": round(seconds, 1),
-                "peak_rss_gib": usage.ru_maxrss / 2**20}
-    return {"config": name, "ok": True, "seconds": round(seconds, 1),
+        return {"config": name, "overrides": list(extra), "ok": False, "error": error,
+                "seconds": round(seconds, 1), "peak_rss_gib": usage.ru_maxrss / 2**20}
+    return {"config": name, "overrides": list(extra), "ok": True, "seconds": round(seconds, 1),
             "iteration_s": iteration_seconds(run), "peak_rss_gib": usage.ru_maxrss / 2**20}
 
 
@@ -120,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="/tmp/iccld-paper-configs", help="data and run folders")
     parser.add_argument("--json", default=str(RESULTS / "paper_configs.json"))
     parser.add_argument("--no-doc", action="store_true")
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="config overrides for every config of this invocation (e.g. trainer.backward=per_term); "
+                             "a row is kept per config and overrides")
     parser.add_argument("--note", help="the conditions of this invocation's rows (e.g. what else ran), "
                                        "shown beside their date")
     args = parser.parse_args(argv)
@@ -128,15 +132,15 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for name in args.configs or default_configs():
         print(f"== {name}", file=sys.stderr)
-        results.append({**run_config(name, data, out / "runs"),
+        results.append({**run_config(name, data, out / "runs", tuple(args.set)),
                         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                         **({"note": args.note} if args.note else {})})
         print(json.dumps(results[-1]), file=sys.stderr)
-    ran = {r["config"] for r in results}
+    ran = {_row_key(r) for r in results}
     if Path(args.json).exists():  # rows of configs measured by an earlier invocation are kept, marked as such
         earlier = json.loads(Path(args.json).read_text())
         results = [{**r, "date": r.get("date", earlier["meta"]["date"])} for r in earlier["runs"]
-                   if r["config"] not in ran] + results
+                   if _row_key(r) not in ran] + results
     result = {"meta": {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                        "machine": machine_info("cpu"), "iterations": ITERATIONS,
                        "command": " ".join(["python benchmarks/paper_configs.py",
@@ -151,9 +155,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if all(r["ok"] for r in results) else 1
 
 
+def _row_key(row: dict) -> tuple:
+    return row["config"], tuple(row.get("overrides", ()))
+
+
 def render(result: dict) -> str:
     meta = result["meta"]
-    rows = [[f"`configs/{r['config']}`", "yes" if r["ok"] else f"no: {r['error']}",
+    rows = [[f"`configs/{r['config']}`" + "".join(f" `{o}`" for o in r.get("overrides", ())),
+             "yes" if r["ok"] else f"no: {r['error']}",
              f"{r['iteration_s']:.1f}" if r.get("iteration_s") else "–",
              f"{r['peak_rss_gib']:.1f}" if r.get("peak_rss_gib") else "–", f"{r['seconds']:.0f}",
              r.get("date", "") + (f" ({r['note']})" if r.get("note") else "")]
