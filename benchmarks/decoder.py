@@ -97,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", default=str(DEFAULT_WEIGHTS))
     parser.add_argument("--json", default=str(RESULTS / "decoder.json"))
     parser.add_argument("--no-doc", action="store_true")
+    parser.add_argument("--finished-only", action="store_true",
+                        help="train nothing: the table from the runs already finished under --out")
     args = parser.parse_args(argv)
 
     from iccld.data.synthetic import generate
@@ -114,8 +116,11 @@ def main(argv: list[str] | None = None) -> int:
             wanted.insert(0, ROWS[row][3])
     runs = []
     for regime in args.regime:
+        folder = out / "pretrained" / "full" if regime == "pretrained" else out / "full"
         for seed in args.seeds:
             for row in [r for r in ROWS if r in wanted]:
+                if args.finished_only and not (folder / f"{ROWS[row][1]}_s{seed}" / "results.json").exists():
+                    continue
                 print(f"== {regime} seed {seed}: {row}", file=sys.stderr)
                 runs.append(run_row(regime, out, bench, row, seed, args.weights))
     result = {"meta": {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),

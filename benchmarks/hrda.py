@@ -126,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", default=str(DEFAULT_WEIGHTS))
     parser.add_argument("--json", default=str(RESULTS / "hrda.json"))
     parser.add_argument("--no-doc", action="store_true")
+    parser.add_argument("--finished-only", action="store_true",
+                        help="train nothing: the table from the runs already finished under --out")
     args = parser.parse_args(argv)
 
     from iccld.data.synthetic import generate
@@ -145,6 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     for regime in args.regime:
         for seed in args.seeds:
             for row in [r for r in ROWS if r in wanted]:
+                finished = (out / "hrda" / regime / f"{ROWS[row][1]}_s{seed}" / "results.json").exists()
+                if args.finished_only and not finished:
+                    continue
                 print(f"== {regime} seed {seed}: {row}", file=sys.stderr)
                 runs.append(run_row(regime, out, bench, row, seed, args.weights))
     result = {"meta": {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
