@@ -8,7 +8,8 @@ both regimes.
 Each row is the regime's own config (``stage1.yaml``, ``stage2.yaml``) with, for the daformer rows,
 ``model.decoder=daformer`` and ``model.skip_strides=[4,8,16,32]`` (DAFormer fuses strides 4 to 32); the
 preset's width (``decoder_channels``) is kept; the ``_gn`` rows add ``model.decoder_norm=group``
-(GroupNorm in place of DAFormer's BatchNorm). ICCLD starts from the stage-1 run of its own seed and
+(GroupNorm in place of DAFormer's BatchNorm), the ``_tb`` row ``method.teacher_norm=batch`` (DAFormer's
+teacher: its BatchNorm layers normalise the target batch by its own statistics). ICCLD starts from the stage-1 run of its own seed and
 decoder. The segformer rows are the run folders of ``benchmarks/accuracy.py`` and
 ``benchmarks/stage2_recipe.py`` under the same ``--out`` (``stage1``, ``stage2_fixed``): finished runs
 are reused, not retrained. Every run is evaluated on target val and on the held-out test split (what
@@ -31,6 +32,7 @@ from common import RESULTS, machine_info, markdown_table, mean_std_text, write_j
 
 DAFORMER = ("model.decoder=daformer", "model.skip_strides=[4,8,16,32]")
 DAFORMER_GN = (*DAFORMER, "model.decoder_norm=group")  # GroupNorm in BatchNorm's place
+DAFORMER_TB = (*DAFORMER, "method.teacher_norm=batch")  # BatchNorm; the EMA teacher on batch statistics
 # row -> (label, run key, config, stage-1 row it starts from, overrides)
 ROWS = {
     "stage1": ("stage 1, segformer decoder", "stage1", "stage1", None, ()),
@@ -40,9 +42,11 @@ ROWS = {
     "stage1_daformer_gn": ("stage 1, daformer decoder, GroupNorm", "stage1_daformer_gn", "stage1", None, DAFORMER_GN),
     "stage2_daformer_gn": ("ICCLD, daformer decoder, GroupNorm", "stage2_daformer_gn", "stage2", "stage1_daformer_gn",
                            DAFORMER_GN),
+    "stage1_daformer_tb": ("stage 1, daformer decoder, teacher on batch statistics", "stage1_daformer_tb", "stage1",
+                           None, DAFORMER_TB),
 }
 PAIRS = (("stage1_daformer", "stage1"), ("stage2_daformer", "stage2"), ("stage1_daformer_gn", "stage1"),
-         ("stage2_daformer_gn", "stage2"))
+         ("stage2_daformer_gn", "stage2"), ("stage1_daformer_tb", "stage1"))
 THIN = ("pole", "traffic light", "traffic sign", "person", "rider", "bicycle")
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from iccld.uda.ema import copy_model, ema_decay, ema_update
+from iccld.uda.ema import batch_statistics_like, copy_model, ema_decay, ema_update
 
 
 def _set(model: nn.Module, value: float) -> None:
@@ -70,3 +70,47 @@ def test_copy_model_is_frozen_and_independent():
 def test_mismatched_architectures_raise():
     with pytest.raises(ValueError, match="different parameters"):
         ema_update(nn.Linear(2, 2), nn.Sequential(nn.Linear(2, 2)), alpha=0.9, step=1)
+
+
+def test_batch_statistics_like_normalises_by_the_batch_where_the_model_trains_and_writes_nothing():
+    """DAFormer's teacher: inside the block the EMA model's BatchNorm layers whose twins train use the
+    batch's statistics (equal to a train-mode copy), a layer the model keeps in eval mode (norm_eval)
+    keeps its running statistics; after it, statistics, modes and momenta are as before."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4), nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4))
+    for bn in (model[1], model[3]):
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.5, 2)
+    ema = copy_model(model).eval()
+    model.train()
+    model[1].eval()  # as norm_eval keeps an encoder's BatchNorm
+    x = torch.randn(2, 3, 5, 5)
+    before = {k: v.clone() for k, v in ema.state_dict().items()}
+    with torch.no_grad():
+        running = ema(x)
+        with batch_statistics_like(ema, model) as teacher:
+            inside = teacher(x)
+        reference = copy_model(ema)
+        reference.train()
+        reference[1].eval()
+        expected = reference(x)
+    assert torch.allclose(inside, expected, atol=1e-6) and not torch.allclose(inside, running, atol=1e-3)
+    assert all(torch.equal(v, ema.state_dict()[k]) for k, v in before.items() if "num_batches" not in k)
+    assert not ema[1].training and not ema[3].training and ema[3].momentum == 0.1
+    with torch.no_grad():
+        assert torch.equal(ema(x), running)
+
+
+def test_teacher_norm_is_a_checked_self_training_setting():
+    from iccld.config import load_config, to_dict
+    from iccld.errors import ConfigError
+
+    from conftest import CONFIGS
+
+    assert load_config(CONFIGS / "synthetic" / "stage1.yaml").method.teacher_norm == "running"
+    assert "teacher_norm" not in to_dict(load_config(CONFIGS / "synthetic" / "stage1.yaml"))["method"]
+    config = load_config(CONFIGS / "synthetic" / "stage1.yaml", ["method.teacher_norm=batch"])
+    assert config.method.teacher_norm == "batch"
+    with pytest.raises(ConfigError, match="method.teacher_norm: 'train' is not one of running, batch"):
+        load_config(CONFIGS / "synthetic" / "stage1.yaml", ["method.teacher_norm=train"])
+

@@ -17,14 +17,17 @@ offers MIC), flat in the section as every method's are.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
+from torch import nn
 
 from ..errors import ConfigError
 from ..uda.augment import strong_augment
 from ..uda.classmix import classmix_masks, mix
+from ..uda.ema import batch_statistics_like
 from ..uda.mic import mask_image, masked_consistency_loss
 from ..uda.pseudo_label import pseudo_labels
 from .base import MethodConfig, one_of, switch
@@ -37,6 +40,10 @@ class SelfTrainingConfig(MethodConfig):
     pseudo_threshold: float = 0.968
     pl_crop_top: int = 15  # rows of the target crop left out of the pseudo-label loss
     pl_crop_bottom: int = 120
+    # how the EMA model's BatchNorm layers normalise when it makes pseudo-labels: "running" (its
+    # running statistics, eval mode) | "batch" (the target batch's own statistics wherever the model
+    # trains in batch mode, as DAFormer's train-mode teacher; docs/benchmarks.md, "D's decoder")
+    teacher_norm: str = switch("running")
     mix: str = "class"  # class (ClassMix) | none
     color_jitter_strength: float = 0.2
     color_jitter_p: float = 0.2  # as DAFormer: jitter is *skipped* with this probability
@@ -47,6 +54,7 @@ class SelfTrainingConfig(MethodConfig):
         if not 0 <= self.pseudo_threshold <= 1:
             raise ConfigError(f"method.pseudo_threshold: must be in [0, 1], got {self.pseudo_threshold}")
         one_of("method.mix", self.mix, ("class", "none"))
+        one_of("method.teacher_norm", self.teacher_norm, ("running", "batch"))
 
 
 @dataclass
@@ -103,8 +111,9 @@ class SelfTraining:
 
     def __init__(self, *, pseudo_threshold: float, pl_crop: tuple[int, int], mix: str, augment: dict,
                  mic_weight: float = 0.0, mic_block_size: int = 64, mic_ratio: float = 0.7,
-                 ce_mean: str = "labelled"):
+                 ce_mean: str = "labelled", teacher_norm: str = "running"):
         self.pseudo_threshold = pseudo_threshold
+        self.teacher_norm = teacher_norm
         self.pl_crop = pl_crop
         self.mix_mode = mix
         self.augment = augment
@@ -118,12 +127,17 @@ class SelfTraining:
                    mix=cfg.mix, augment=dict(color_jitter_strength=cfg.color_jitter_strength,
                                              color_jitter_p=cfg.color_jitter_p, blur=cfg.blur),
                    mic_weight=cfg.mic_weight, mic_block_size=cfg.mic_block_size, mic_ratio=cfg.mic_ratio,
-                   ce_mean=cfg.ce_mean)
+                   ce_mean=cfg.ce_mean, teacher_norm=cfg.teacher_norm)
 
     @property
     def mic(self) -> bool:
         """Whether MIC's term is on."""
         return self.mic_weight > 0
+
+    def teacher(self, ema_model: nn.Module, model: nn.Module) -> contextlib.AbstractContextManager:
+        """The block in which ``ema_model`` makes the pseudo-labels: as it is ("running"), or with
+        the BatchNorm layers ``model`` trains normalising by the batch ("batch")."""
+        return batch_statistics_like(ema_model, model) if self.teacher_norm == "batch" else contextlib.nullcontext()
 
     @torch.no_grad()
     def pseudo_labels(self, logits: torch.Tensor, valid: torch.Tensor | None = None) -> PseudoLabels:

@@ -104,7 +104,7 @@ class Stage1(Method):
         if features is not None:
             losses["fd"] = self.fd_loss(x_s, y_s, features)
         self.release(losses, "seg", "fd")  # the source graph, before the mixed batch's forward
-        with torch.no_grad():
+        with torch.no_grad(), st.teacher(self.ema_model, self.model):
             target = st.pseudo_labels(self.segment(self.ema_model, x_t), batch["target"].get("pl_valid"))
         mixed = st.mixed(x_s, y_s, x_t, target, generator)
         losses["mix"] = self.seg_loss(self.forward_train(self.model, mixed.image, generator), mixed.label,

@@ -185,7 +185,8 @@ class Stage2(Method):
         model, st = self.model, self.self_training
         x_s, y_s = batch["source"]["image"], batch["source"]["label"]
         x_t = batch["target"]["image"]
-        target = st.pseudo_labels(self.target_logits(x_t), batch["target"].get("pl_valid"))
+        with st.teacher(self.ema_model, model):
+            target = st.pseudo_labels(self.target_logits(x_t), batch["target"].get("pl_valid"))
         mixed = st.mixed(x_s, y_s, x_t, target, generator)
 
         # one pass of the frozen encoder over the source, mixed and target images (and, with MIC, the

@@ -14,11 +14,17 @@ for every parameter ``ema = alpha_t * ema + (1 - alpha_t) * param``.
 Buffers [ours, DAFormer leaves them alone]: floating-point buffers (BatchNorm running mean and
 variance) are averaged with the same ``alpha_t``; other buffers (``num_batches_tracked``) are copied.
 Averaging keeps the EMA model's normalisation statistics consistent with its averaged weights.
+
+The EMA model predicts in eval mode, normalising with those running statistics. DAFormer's teacher
+instead runs in train mode with only dropout off, so its BatchNorm layers normalise the target batch
+by the batch's own statistics; :func:`batch_statistics_like` gives that (``method.teacher_norm``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+from typing import Iterator
 
 import torch
 from torch import nn
@@ -80,3 +86,27 @@ def ema_update(ema_model: nn.Module, model: nn.Module, alpha: float, step: int) 
         else:
             target.copy_(source)
     return alpha_t
+
+
+@contextlib.contextmanager
+def batch_statistics_like(ema_model: nn.Module, model: nn.Module) -> Iterator[nn.Module]:
+    """Within the block, each BatchNorm layer of ``ema_model`` whose twin in ``model`` is in train
+    mode normalises by the statistics of the batch it sees, as DAFormer's teacher (a train-mode copy
+    with dropout off) does; layers ``model`` keeps in eval mode (``norm_eval``, frozen parts) keep
+    their running statistics. Nothing is written: the running statistics are the same afterwards
+    (momentum 0 while inside) and every layer's mode and momentum is restored."""
+    twins = dict(model.named_modules())
+    changed = []
+    for name, layer in ema_model.named_modules():
+        twin = twins.get(name)
+        if isinstance(layer, nn.modules.batchnorm._BatchNorm) and twin is not None and twin.training:
+            changed.append((layer, layer.training, layer.momentum))
+            layer.train()
+            layer.momentum = 0.0
+    try:
+        yield ema_model
+    finally:
+        for layer, training, momentum in changed:
+            layer.train(training)
+            layer.momentum = momentum
+
