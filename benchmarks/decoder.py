@@ -9,8 +9,8 @@ Each row is the regime's own config (``stage1.yaml``, ``stage2.yaml``) with, for
 ``model.decoder=daformer`` and ``model.skip_strides=[4,8,16,32]`` (DAFormer fuses strides 4 to 32); the
 preset's width (``decoder_channels``) is kept; the ``_gn`` rows add ``model.decoder_norm=group``
 (GroupNorm in place of DAFormer's BatchNorm), the ``_tb`` row ``method.teacher_norm=batch`` (DAFormer's
-teacher: its BatchNorm layers normalise the target batch by its own statistics). ICCLD starts from the stage-1 run of its own seed and
-decoder. The segformer rows are the run folders of ``benchmarks/accuracy.py`` and
+teacher: its BatchNorm layers normalise the target batch by its own statistics). ICCLD starts from
+the stage-1 run of its own seed and decoder. The segformer rows are the run folders of ``benchmarks/accuracy.py`` and
 ``benchmarks/stage2_recipe.py`` under the same ``--out`` (``stage1``, ``stage2_fixed``): finished runs
 are reused, not retrained. Every run is evaluated on target val and on the held-out test split (what
 is reported), with paired deltas by seed and the per-class IoU of the thin classes. Writes
