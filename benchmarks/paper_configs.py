@@ -96,7 +96,7 @@ def run_config(name: str, data: dict[str, Path], runs: Path, extra: tuple[str, .
                "--config", str(REPO / "configs" / name), "--out", str(run), "--overwrite", *overrides]
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "HF_HUB_OFFLINE": "1"}
     started = time.time()
-    log = runs / f"{family}_{stem}.log"
+    log = runs / f"{family}_{run.name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as sink:
         proc = subprocess.Popen(command, env=env, stdout=sink, stderr=subprocess.STDOUT)
@@ -124,13 +124,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
                         help="config overrides for every config of this invocation (e.g. trainer.backward=per_term); "
                              "a row is kept per config and overrides")
+    parser.add_argument("--merge", nargs="+", default=[], metavar="JSON",
+                        help="run nothing: the rows of these results files (an invocation with another --json) "
+                             "join --json's table, replacing rows of the same config and overrides")
     parser.add_argument("--note", help="the conditions of this invocation's rows (e.g. what else ran), "
                                        "shown beside their date")
     args = parser.parse_args(argv)
     out, started = Path(args.out), time.time()
-    data = make_data(out / "data")
     results = []
-    for name in args.configs or default_configs():
+    for path in args.merge:  # each row keeps the command that measured it
+        merged = json.loads(Path(path).read_text())
+        results += [{"command": merged["meta"]["command"], **row} for row in merged["runs"]]
+    data = None if args.merge else make_data(out / "data")
+    for name in [] if args.merge else args.configs or default_configs():
         print(f"== {name}", file=sys.stderr)
         results.append({**run_config(name, data, out / "runs", tuple(args.set)),
                         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -165,7 +171,8 @@ def render(result: dict) -> str:
              "yes" if r["ok"] else f"no: {r['error']}",
              f"{r['iteration_s']:.1f}" if r.get("iteration_s") else "–",
              f"{r['peak_rss_gib']:.1f}" if r.get("peak_rss_gib") else "–", f"{r['seconds']:.0f}",
-             r.get("date", "") + (f" ({r['note']})" if r.get("note") else "")]
+             r.get("date", "") + (f" ({r['note']})" if r.get("note") else "")
+             + (f", by `{r['command']}`" if r.get("command") else "")]
             for r in result["runs"]]
     return "\n".join([
         f"Each paper-scale config trained {meta['iterations']} iterations end to end on CPU at its real sizes "
