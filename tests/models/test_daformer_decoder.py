@@ -149,6 +149,16 @@ def test_paper_scale_configs_use_the_daformer_decoder_in_both_stages(benchmark):
         assert (model.decoder, model.skip_strides) == ("daformer", [4, 8, 16, 32]), name
 
 
+@pytest.mark.parametrize("family", ["gta5_cityscapes", "synthia_cityscapes", "cityscapes_acdc",
+                                    "cityscapes_darkzurich"])
+def test_paper_scale_self_training_uses_daformers_batch_statistics_teacher(family):
+    """With DAFormer's BatchNorm decoder the EMA teacher normalises the target batch by itself, as
+    DAFormer's train-mode teacher (measured: docs/benchmarks.md, "D's decoder")."""
+    for path in sorted((REPO / "configs" / family).glob("*stage*.yaml")):
+        overrides = ["method.stage1_checkpoint=runs/x"] if "stage2" in path.stem else []
+        assert load_config(path, overrides).method.teacher_norm == "batch", path.name
+
+
 def test_decoder_norm_swaps_every_norm_layer_and_keeps_the_parameters():
     """model.decoder_norm=group: GroupNorm wherever the daformer decoder has BatchNorm (the same
     parameter count, no running statistics, each image normalised by itself: a batch of two gives
