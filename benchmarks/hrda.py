@@ -102,13 +102,12 @@ def render(result: dict) -> str:
                          mean_std_text([r["test"] for r in mine]),
                          mean_std_text(delta) if delta else "",
                          f"{sum(d > 0 for d in delta)} of {len(delta)}" if delta else "",
-                         *[mean_std_text([r["per_class"][c] for r in mine]) for c in THIN],
-                         f"{sum(r['seconds'] for r in mine) / len(mine) / 60:.0f}"])
+                         *[mean_std_text([r["per_class"][c] for r in mine]) for c in THIN]])
         if not rows:
             continue
         lines += [f"**{REGIMES[regime][3]}**", "",
                   markdown_table(["row", "seeds", "val mIoU", "test mIoU", "test Δ HRDA − single", "seeds up",
-                                  *[f"{c} IoU" for c in THIN], "min/run"], rows), ""]
+                                  *[f"{c} IoU" for c in THIN]], rows), ""]
         for a, b in PAIRS:
             if _paired(runs, regime, a, b):
                 cells = [f"{c} {mean_std_text(_paired_class(runs, regime, a, b, c))}" for c in THIN]
