@@ -19,8 +19,8 @@ from iccld.uda.classmix import classmix_masks
 
 from conftest import CONFIGS
 
-SELF_TRAINING_KEYS = ["pseudo_threshold", "pl_crop_top", "pl_crop_bottom", "mix", "color_jitter_strength",
-                      "color_jitter_p", "blur"]
+SELF_TRAINING_KEYS = ["pseudo_threshold", "pl_crop_top", "pl_crop_bottom", "teacher_norm", "mix",
+                      "color_jitter_strength", "color_jitter_p", "blur"]
 MIC_KEYS = ["mic_weight", "mic_block_size", "mic_ratio"]
 
 
@@ -30,7 +30,7 @@ def test_stages_share_the_self_training_component_not_a_base_class():
     assert "fd_weight" not in keys
     # the shared fields first, in the order saved configs have them, then stage 2's own
     assert keys[4:4 + len(SELF_TRAINING_KEYS) + len(MIC_KEYS)] == SELF_TRAINING_KEYS + MIC_KEYS
-    assert keys[14:16] == ["stage1_checkpoint", "stage1_weights"]
+    assert keys[15:17] == ["stage1_checkpoint", "stage1_weights"]
     assert [f.name for f in dataclasses.fields(Stage1Config)][4:] == SELF_TRAINING_KEYS + ["fd_weight"] + MIC_KEYS
 
 
