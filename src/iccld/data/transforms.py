@@ -185,7 +185,7 @@ class TrainTransform:
             top, left, bottom, right = random_crop_box(*label.shape, self.crop_size, rng)
         else:
             top, left, bottom, right = cat_max_ratio_crop_box(label, self.crop_size, self.cat_max_ratio, rng)
-        valid = self._valid_region(image.shape[:2])
+        valid = self._valid_region(image.shape[:2], (top, left, bottom, right))
         image = image[top:bottom, left:right]
         label = label[top:bottom, left:right]
         flipped = self.flip and rng.random() < 0.5
@@ -197,20 +197,22 @@ class TrainTransform:
         image_t, label_t = pad_to(normalize(image), _label_tensor(label), self.crop_size)
         if valid is None:
             return image_t, label_t
-        valid = valid[top:bottom, left:right]
         valid = torch.from_numpy(np.ascontiguousarray(valid[:, ::-1] if flipped else valid))
         pad_h, pad_w = self.crop_size[0] - valid.shape[0], self.crop_size[1] - valid.shape[1]
         return image_t, label_t, torch.nn.functional.pad(valid, (0, max(pad_w, 0), 0, max(pad_h, 0)), value=0.0)
 
-    def _valid_region(self, shape: tuple[int, int]) -> Optional[np.ndarray]:
-        """(H, W) float32 of the whole resized image: 1 where pseudo-labels count, 0 in the margins."""
+    def _valid_region(self, shape: tuple[int, int], box: tuple[int, int, int, int]) -> Optional[np.ndarray]:
+        """The crop ``box`` (top, left, bottom, right) of the resized image of ``shape``, as float32:
+        1 where pseudo-labels count, 0 in the image's margins."""
         if self.pl_margins is None:
             return None
-        top, bottom, left, right = self.pl_margins
-        height, width = shape
-        valid = np.zeros((height, width), dtype=np.float32)
-        valid[top:max(height - bottom, top), left:max(width - right, left)] = 1.0
-        return valid
+        m_top, m_bottom, m_left, m_right = self.pl_margins
+        (height, width), (top, left, bottom, right) = shape, box
+        rows = np.arange(top, bottom)
+        cols = np.arange(left, right)
+        inside_rows = (rows >= m_top) & (rows < height - m_bottom)
+        inside_cols = (cols >= m_left) & (cols < width - m_right)
+        return np.outer(inside_rows, inside_cols).astype(np.float32)
 
 
 class EvalTransform:

@@ -11,7 +11,7 @@ from ..sections import ModelConfig
 from ..diffusion import BETA_SCHEDULES, PREDICTION_TYPES
 from ..errors import ConfigError, one_of
 from ..models import BACKBONES, DECODERS, ICCLD, build_backbone, build_model
-from ..models.daformer_decoder import NORMS
+from ..models.latent_head import NORMS
 from .backbone_weights import load_backbone_weights
 
 

@@ -23,11 +23,12 @@ DAFormer's head. Without the inter-coder connection it fuses z alone.
 
 BatchNorm as DAFormer has it (``norm="batch"``, the default), unlike the ``segformer`` decoder's
 GroupNorm: a frozen D keeps its statistics because stage 2 holds its frozen parts in eval mode.
-[ours] ``norm="group"`` puts GroupNorm in every BatchNorm's place (the same parameters, no running
-statistics): BatchNorm's running statistics are gathered on source and mixed batches, and on target
-images they can leave the EMA teacher unsure of every pixel, so that no pseudo-label passes the
-confidence threshold (measured with the ImageNet MobileNetV2 encoder: docs/benchmarks.md, "D's
-decoder"); GroupNorm normalises each image by its own statistics.
+BatchNorm's running statistics are gathered on source and mixed batches; an EMA teacher that predicts
+with them can be unsure of every target pixel, so that no pseudo-label passes the confidence
+threshold. DAFormer's teacher normalises the target batch by itself instead (``method.teacher_norm:
+batch``, what the paper-scale configs use). [ours] ``norm="group"`` puts GroupNorm in every
+BatchNorm's place (the same parameters, no running statistics); measured, it recovers only part of
+the loss (docs/benchmarks.md, "D's decoder").
 """
 
 from __future__ import annotations
@@ -37,18 +38,10 @@ import math
 import torch
 from torch import nn
 
-from .latent_head import group_count, resize_to
+from .latent_head import norm_layer, resize_to
 
 # DAFormer's ASPP dilations
 DILATIONS = (1, 6, 12, 18)
-NORMS = ("batch", "group")  # the decoders' normalisation layers (model.decoder_norm)
-
-
-def norm_layer(norm: str, channels: int) -> nn.Module:
-    """BatchNorm, or GroupNorm with the most groups (<= 32) that divide ``channels``."""
-    if norm not in NORMS:
-        raise ValueError(f"norm: one of {NORMS}, got {norm!r}")
-    return nn.BatchNorm2d(channels) if norm == "batch" else nn.GroupNorm(group_count(channels), channels)
 
 
 def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int, dilation: int = 1,

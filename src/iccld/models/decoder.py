@@ -16,8 +16,7 @@ import math
 import torch
 from torch import nn
 
-from .daformer_decoder import norm_layer
-from .latent_head import resize_to
+from .latent_head import norm_layer, resize_to
 
 
 class FusionDecoder(nn.Module):

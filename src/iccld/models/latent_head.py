@@ -23,6 +23,16 @@ def group_count(channels: int, max_groups: int = 32) -> int:
     return 1
 
 
+NORMS = ("batch", "group")  # the decoders' normalisation layers (model.decoder_norm)
+
+
+def norm_layer(norm: str, channels: int) -> nn.Module:
+    """BatchNorm, or GroupNorm with the most groups (<= 32) that divide ``channels``."""
+    if norm not in NORMS:
+        raise ValueError(f"norm: one of {NORMS}, got {norm!r}")
+    return nn.BatchNorm2d(channels) if norm == "batch" else nn.GroupNorm(group_count(channels), channels)
+
+
 def resize_to(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Bilinear resize of (B, C, h, w) to (B, C, *size); a no-op when the size already matches."""
     if tuple(x.shape[-2:]) == tuple(size):
