@@ -8,27 +8,27 @@ both regimes.
 Each row is the regime's own config (``stage1.yaml``, ``stage2.yaml``) with, for the daformer rows,
 ``model.decoder=daformer`` and ``model.skip_strides=[4,8,16,32]`` (DAFormer fuses strides 4 to 32); the
 preset's width (``decoder_channels``) is kept; the ``_gn`` rows add ``model.decoder_norm=group``
-(GroupNorm in place of DAFormer's BatchNorm), the ``_tb`` row ``method.teacher_norm=batch`` (DAFormer's
-teacher: its BatchNorm layers normalise the target batch by its own statistics). ICCLD starts from
+(GroupNorm in place of DAFormer's BatchNorm), the ``_tb`` rows ``method.teacher_norm=batch`` (DAFormer's
+teacher: its BatchNorm layers normalise the target batch by its own statistics; stage 2's pseudo-labels
+too). ICCLD starts from
 the stage-1 run of its own seed and decoder. The segformer rows are the run folders of ``benchmarks/accuracy.py`` and
 ``benchmarks/stage2_recipe.py`` under the same ``--out`` (``stage1``, ``stage2_fixed``): finished runs
-are reused, not retrained. Every run is evaluated on target val and on the held-out test split (what
+are reused, not retrained (the loop and ``--merge`` are ``benchmarks/comparison.py``'s). Every run is evaluated on target val and on the held-out test split (what
 is reported), with paired deltas by seed and the per-class IoU of the thin classes. Writes
 ``benchmarks/results/decoder.json`` and the ``decoder`` section of ``docs/benchmarks.md``.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
-import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from accuracy import DEFAULT_WEIGHTS, REGIMES, split_evaluation, train_one  # noqa: E402
-from common import RESULTS, machine_info, markdown_table, mean_std_text, write_json, write_section  # noqa: E402
+import comparison  # noqa: E402
+from accuracy import REGIMES, split_evaluation, train_one  # noqa: E402
+from common import RESULTS, markdown_table, mean_std_text  # noqa: E402
+from comparison import Comparison, provenance  # noqa: E402
 
 DAFORMER = ("model.decoder=daformer", "model.skip_strides=[4,8,16,32]")
 DAFORMER_GN = (*DAFORMER, "model.decoder_norm=group")  # GroupNorm in BatchNorm's place
@@ -44,15 +44,17 @@ ROWS = {
                            DAFORMER_GN),
     "stage1_daformer_tb": ("stage 1, daformer decoder, teacher on batch statistics", "stage1_daformer_tb", "stage1",
                            None, DAFORMER_TB),
+    "stage2_daformer_tb": ("ICCLD, daformer decoder, teacher on batch statistics", "stage2_daformer_tb", "stage2",
+                           "stage1_daformer_tb", DAFORMER_TB),
 }
 PAIRS = (("stage1_daformer", "stage1"), ("stage2_daformer", "stage2"), ("stage1_daformer_gn", "stage1"),
-         ("stage2_daformer_gn", "stage2"), ("stage1_daformer_tb", "stage1"))
+         ("stage2_daformer_gn", "stage2"), ("stage1_daformer_tb", "stage1"), ("stage2_daformer_tb", "stage2"))
 THIN = ("pole", "traffic light", "traffic sign", "person", "rider", "bicycle")
 
 
 def run_row(regime: str, out: Path, bench: Path, row: str, seed: int, weights: str) -> dict:
     configs = REGIMES[regime][0]
-    runs = out / "pretrained" / "full" if regime == "pretrained" else out / "full"
+    runs = _folder(out, regime)
     extra = (f"model.pretrained={weights}",) if regime == "pretrained" else ()
     _, key, config, stage1, overrides = ROWS[row]
     stage1_key = ROWS[stage1][1] if stage1 else None
@@ -73,8 +75,7 @@ def render(result: dict) -> str:
     lines = ["D's decoder (`benchmarks/decoder.py`): the CPU preset's segformer-style fusion against "
              "DAFormer's context-aware fusion of strides 4-32 (`model.decoder=daformer`, same width); EMA "
              "model, val beside the held-out test; deltas paired by seed, mean ± std over seeds.", "",
-             f"Measured {meta['date']} on {meta['machine']['cpu']} ({meta['machine']['logical_cores']} cores), "
-             f"command `{meta['command']}`, {meta['minutes']} min in this invocation (finished runs reused).", ""]
+             provenance(meta, runs), ""]
     for regime in meta["regimes"]:
         lines += [f"**{REGIMES[regime][3]}**", ""]
         rows = []
@@ -92,53 +93,23 @@ def render(result: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="runs/accuracy", help="accuracy.py's --out: run folders are shared")
-    parser.add_argument("--regime", nargs="+", choices=list(REGIMES), default=list(REGIMES))
-    parser.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS))
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--weights", default=str(DEFAULT_WEIGHTS))
-    parser.add_argument("--json", default=str(RESULTS / "decoder.json"))
-    parser.add_argument("--no-doc", action="store_true")
-    parser.add_argument("--finished-only", action="store_true",
-                        help="train nothing: the table from the runs already finished under --out")
-    args = parser.parse_args(argv)
-
+def _benchmark(out: Path) -> Path:
     from iccld.data.synthetic import generate
 
-    if "pretrained" in args.regime and not Path(args.weights).exists():
-        print(f"decoder.py: {args.weights}: no such folder (the pretrained regime's MobileNetV2 weights)",
-              file=sys.stderr)
-        return 2
-    out, started = Path(args.out), time.time()
-    bench = out / "benchmark"
-    generate(out=bench, seed=0, workers=2)
-    wanted = list(args.rows)
-    for row in list(wanted):  # ICCLD needs the stage-1 run of its decoder
-        if ROWS[row][3] and ROWS[row][3] not in wanted:
-            wanted.insert(0, ROWS[row][3])
-    runs = []
-    for regime in args.regime:
-        folder = out / "pretrained" / "full" if regime == "pretrained" else out / "full"
-        for seed in args.seeds:
-            for row in [r for r in ROWS if r in wanted]:
-                if args.finished_only and not (folder / f"{ROWS[row][1]}_s{seed}" / "results.json").exists():
-                    continue
-                print(f"== {regime} seed {seed}: {row}", file=sys.stderr)
-                runs.append(run_row(regime, out, bench, row, seed, args.weights))
-    result = {"meta": {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-                       "regimes": args.regime, "seeds": args.seeds, "machine": machine_info("cpu"),
-                       "command": " ".join(["python benchmarks/decoder.py",
-                                            *(argv if argv is not None else sys.argv[1:])]),
-                       "minutes": round((time.time() - started) / 60, 1)},
-              "runs": runs}
-    write_json(Path(args.json), result)
-    text = render(result)
-    if not args.no_doc:
-        write_section("decoder", text)
-    print(text)
-    return 0
+    generate(out=out / "benchmark", seed=0, workers=2)
+    return out / "benchmark"
+
+
+def _folder(out: Path, regime: str) -> Path:
+    return out / "pretrained" / "full" if regime == "pretrained" else out / "full"
+
+
+COMPARISON = Comparison(script="decoder.py", section="decoder", rows=ROWS, default_json=RESULTS / "decoder.json",
+                        benchmark=_benchmark, folder=_folder, run_row=run_row, render=render)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return comparison.main(COMPARISON, __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ usual size (512x256), for stage 1 and full ICCLD, in both regimes, with the IoU 
 
     python benchmarks/hrda.py --out /work/acc                        # both regimes, 3 seeds
     python benchmarks/hrda.py --regime pretrained --seeds 0 --no-doc  # one worker's share
+    python benchmarks/hrda.py --out /work/acc --finished-only --merge benchmarks/results/hrda.json
 
 Why a second benchmark: at the usual 256x128 images and 128x128 crops a detail crop has no finer
 pixels to look at. Here the same generator draws the same kind of scenes at 512x256 (its own folder,
@@ -21,23 +22,22 @@ Both rows are scored against the full-resolution 512x256 labels (the single-reso
 resized up, as mmseg does), on target val and on the held-out test split (what is reported), EMA
 model, deltas paired by seed. Rare-class sampling counts pixels on the 512x256 labels in both rows
 (``data.rcs_min_pixels=200``, the usual 50 scaled by the area). ICCLD starts from the stage-1 run of
-its own seed and row. Finished runs are reused, so several processes (each ``--no-doc`` on a share of
-the seeds or rows) can fill the run folders and a last call writes the table. Writes
+its own seed and row. The loop, the reuse of finished runs and ``--merge`` are ``benchmarks/comparison.py``'s.
+Writes
 ``benchmarks/results/hrda.json`` and the ``hrda`` section of ``docs/benchmarks.md``.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
-import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from accuracy import DEFAULT_WEIGHTS, REGIMES, split_evaluation, train_one  # noqa: E402
-from common import RESULTS, machine_info, markdown_table, mean_std_text, write_json, write_section  # noqa: E402
+import comparison  # noqa: E402
+from accuracy import REGIMES, split_evaluation, train_one  # noqa: E402
+from common import RESULTS, markdown_table, mean_std_text  # noqa: E402
+from comparison import Comparison, provenance  # noqa: E402
 
 SIZE = (512, 256)  # (W, H) of the benchmark this script makes
 COMMON = ("data.rcs_min_pixels=200",)
@@ -87,10 +87,8 @@ def render(result: dict) -> str:
              "128x128 full-resolution detail crop (the script's docstring lists every setting). Both scored "
              "on the full-resolution labels; EMA model, val beside the held-out test; deltas paired by seed, "
              "mean ± std over seeds.", "",
-             f"Measured {meta['date']} on {meta['machine']['cpu']} ({meta['machine']['logical_cores']} cores), "
-             f"command `{meta['command']}`, {meta['minutes']} min in this invocation (finished runs reused; "
-             "the runs themselves were trained by workers of the same script, two at a time, one thread each).",
-             ""]
+             provenance(meta, runs) + " The runs themselves were trained by workers of the same script, two "
+             "at a time, one thread each.", ""]
     for regime in meta["regimes"]:
         rows = []
         for row, (label, *_rest) in ROWS.items():
@@ -116,53 +114,20 @@ def render(result: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="runs/accuracy", help="benchmark and run folders go under it")
-    parser.add_argument("--regime", nargs="+", choices=list(REGIMES), default=list(REGIMES))
-    parser.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS))
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--weights", default=str(DEFAULT_WEIGHTS))
-    parser.add_argument("--json", default=str(RESULTS / "hrda.json"))
-    parser.add_argument("--no-doc", action="store_true")
-    parser.add_argument("--finished-only", action="store_true",
-                        help="train nothing: the table from the runs already finished under --out")
-    args = parser.parse_args(argv)
-
+def _benchmark(out: Path) -> Path:
     from iccld.data.synthetic import generate
 
-    if "pretrained" in args.regime and not Path(args.weights).exists():
-        print(f"hrda.py: {args.weights}: no such folder (the pretrained regime's MobileNetV2 weights)",
-              file=sys.stderr)
-        return 2
-    out, started = Path(args.out), time.time()
-    bench = out / "benchmark_512"
-    generate(out=bench, seed=0, size=SIZE, workers=2)
-    wanted = list(args.rows)
-    for row in list(wanted):  # ICCLD needs the stage-1 run of its row
-        if ROWS[row][3] and ROWS[row][3] not in wanted:
-            wanted.insert(0, ROWS[row][3])
-    runs = []
-    for regime in args.regime:
-        for seed in args.seeds:
-            for row in [r for r in ROWS if r in wanted]:
-                finished = (out / "hrda" / regime / f"{ROWS[row][1]}_s{seed}" / "results.json").exists()
-                if args.finished_only and not finished:
-                    continue
-                print(f"== {regime} seed {seed}: {row}", file=sys.stderr)
-                runs.append(run_row(regime, out, bench, row, seed, args.weights))
-    result = {"meta": {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-                       "regimes": args.regime, "seeds": args.seeds, "machine": machine_info("cpu"),
-                       "command": " ".join(["python benchmarks/hrda.py",
-                                            *(argv if argv is not None else sys.argv[1:])]),
-                       "minutes": round((time.time() - started) / 60, 1)},
-              "runs": runs}
-    write_json(Path(args.json), result)
-    text = render(result)
-    if not args.no_doc:
-        write_section("hrda", text)
-    print(text)
-    return 0
+    generate(out=out / "benchmark_512", seed=0, size=SIZE, workers=2)
+    return out / "benchmark_512"
+
+
+COMPARISON = Comparison(script="hrda.py", section="hrda", rows=ROWS, default_json=RESULTS / "hrda.json",
+                        benchmark=_benchmark, folder=lambda out, regime: out / "hrda" / regime,
+                        run_row=run_row, render=render)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return comparison.main(COMPARISON, __doc__, argv)
 
 
 if __name__ == "__main__":
