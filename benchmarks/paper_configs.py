@@ -10,8 +10,8 @@ data in the real download layouts at the real sizes (GTA5 1914x1052, SYNTHIA 128
 for 2 iterations, with everything else as the config says (crops, batch, network, method) except:
 random encoder weights (``model.pretrained`` is a Hub id, not reachable offline: the network's size is
 the same), ``data.num_workers=0`` (data loading in the measured process), one val image, and a stage 2
-starting from the stage-1 run of this script with the same suffix (``stage2_mic`` from
-``stage1_mic``). Measured: the second iteration's time (the difference of the wall-clock stamps of
+starting from the stage-1 run of this script with the same prefix and suffix (``hrda_stage2_mic`` from
+``hrda_stage1_mic``). Measured: the second iteration's time (the difference of the wall-clock stamps of
 the TensorBoard scalars of iterations 1 and 2) and the process's peak RSS (``wait4``; everything:
 model, EMA, optimiser, activations, data). Writes ``benchmarks/results/paper_configs.json`` and the
 ``paper_configs`` section of ``docs/benchmarks.md``. The machine is named in the table; these are CPU
@@ -81,6 +81,11 @@ def iteration_seconds(run: Path) -> float | None:
     return stamps[2] - stamps[1] if 1 in stamps and 2 in stamps else None
 
 
+def stage1_of(stem: str) -> str | None:
+    """The stage-1 config a stage-2 config starts from (``hrda_stage2_mic`` -> ``hrda_stage1_mic``), else None."""
+    return stem.replace("stage2", "stage1") if "stage2" in stem else None
+
+
 def run_config(name: str, data: dict[str, Path], runs: Path, extra: tuple[str, ...] = ()) -> dict:
     family, stem = name.split("/")[0], Path(name).stem
     source = "synthia" if family.startswith("synthia") else "gta5"
@@ -89,8 +94,8 @@ def run_config(name: str, data: dict[str, Path], runs: Path, extra: tuple[str, .
                  f"data.val.root={data['cityscapes']}", "data.num_workers=0", "model.pretrained=",
                  f"trainer.max_iters={ITERATIONS}", "trainer.log_interval=1", "trainer.eval_max_images=1",
                  f"trainer.eval_interval={ITERATIONS}", f"trainer.checkpoint_interval={ITERATIONS}"]
-    if stem.startswith("stage2"):
-        overrides.append(f"method.stage1_checkpoint={runs / family / stem.replace('stage2', 'stage1')}")
+    if stage1_of(stem):
+        overrides.append(f"method.stage1_checkpoint={runs / family / stage1_of(stem)}")
     overrides += extra
     command = [sys.executable, "-c", "import sys; from iccld.cli import main; sys.exit(main())", "train",
                "--config", str(REPO / "configs" / name), "--out", str(run), "--overwrite", *overrides]

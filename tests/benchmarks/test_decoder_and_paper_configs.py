@@ -39,6 +39,13 @@ def test_paper_configs_cover_every_paper_config_stage1_first():
     assert all("stage2" in Path(n).stem for n in names[first_stage2:])
 
 
+def test_every_stage2_config_starts_from_its_own_stage1_run():
+    names = [Path(n).stem for n in paper_configs.default_configs()]
+    assert paper_configs.stage1_of("hrda_stage2_mic") == "hrda_stage1_mic"
+    assert paper_configs.stage1_of("stage2") == "stage1" and paper_configs.stage1_of("hrda_oracle") is None
+    assert all(paper_configs.stage1_of(n) in names for n in names if "stage2" in n)
+
+
 def test_paper_configs_table_names_failures():
     result = {"meta": {"date": "d", "machine": MACHINE, "command": "c", "minutes": 2, "iterations": 2},
               "runs": [{"config": "gta5_cityscapes/stage1.yaml", "ok": True, "seconds": 494.0,
