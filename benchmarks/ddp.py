@@ -73,7 +73,6 @@ def worker(args) -> None:
     import torch
 
     from iccld.config import load_config
-    from iccld.data.synthetic import generate
 
     torch.set_num_threads(1)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
