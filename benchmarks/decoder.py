@@ -10,11 +10,11 @@ Each row is the regime's own config (``stage1.yaml``, ``stage2.yaml``) with, for
 preset's width (``decoder_channels``) is kept; the ``_gn`` rows add ``model.decoder_norm=group``
 (GroupNorm in place of DAFormer's BatchNorm), the ``_tb`` rows ``method.teacher_norm=batch`` (DAFormer's
 teacher: its BatchNorm layers normalise the target batch by its own statistics; stage 2's pseudo-labels
-too). ICCLD starts from
-the stage-1 run of its own seed and decoder. The segformer rows are the run folders of ``benchmarks/accuracy.py`` and
-``benchmarks/stage2_recipe.py`` under the same ``--out`` (``stage1``, ``stage2_fixed``): finished runs
-are reused, not retrained (the loop and ``--merge`` are ``benchmarks/comparison.py``'s). Every run is evaluated on target val and on the held-out test split (what
-is reported), with paired deltas by seed and the per-class IoU of the thin classes. Writes
+too). ICCLD starts from the stage-1 run of its own seed and decoder. The segformer rows are the run
+folders of ``benchmarks/accuracy.py`` and ``benchmarks/stage2_recipe.py`` under the same ``--out``
+(``stage1``, ``stage2_fixed``): finished runs are reused, not retrained (the loop and ``--merge`` are
+``benchmarks/comparison.py``'s). Every run is evaluated on target val and on the held-out test split
+(what is reported), with paired deltas by seed and the per-class IoU of the thin classes. Writes
 ``benchmarks/results/decoder.json`` and the ``decoder`` section of ``docs/benchmarks.md``.
 """
 

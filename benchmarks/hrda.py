@@ -22,9 +22,9 @@ Both rows are scored against the full-resolution 512x256 labels (the single-reso
 resized up, as mmseg does), on target val and on the held-out test split (what is reported), EMA
 model, deltas paired by seed. Rare-class sampling counts pixels on the 512x256 labels in both rows
 (``data.rcs_min_pixels=200``, the usual 50 scaled by the area). ICCLD starts from the stage-1 run of
-its own seed and row. The loop, the reuse of finished runs and ``--merge`` are ``benchmarks/comparison.py``'s.
-Writes
-``benchmarks/results/hrda.json`` and the ``hrda`` section of ``docs/benchmarks.md``.
+its own seed and row. The loop, the reuse of finished runs and ``--merge`` are
+``benchmarks/comparison.py``'s. Writes ``benchmarks/results/hrda.json`` and the ``hrda`` section of
+``docs/benchmarks.md``.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ THIN = ("pole", "traffic light", "traffic sign", "person", "rider", "bicycle")
 
 def run_row(regime: str, out: Path, bench: Path, row: str, seed: int, weights: str) -> dict:
     configs = REGIMES[regime][0]
-    runs = out / "hrda" / regime
+    runs = _folder(out, regime)
     extra = (f"model.pretrained={weights}",) if regime == "pretrained" else ()
     _, key, config, stage1, overrides = ROWS[row]
     stage1_key = ROWS[stage1][1] if stage1 else None
@@ -121,9 +121,12 @@ def _benchmark(out: Path) -> Path:
     return out / "benchmark_512"
 
 
+def _folder(out: Path, regime: str) -> Path:
+    return out / "hrda" / regime
+
+
 COMPARISON = Comparison(script="hrda.py", section="hrda", rows=ROWS, default_json=RESULTS / "hrda.json",
-                        benchmark=_benchmark, folder=lambda out, regime: out / "hrda" / regime,
-                        run_row=run_row, render=render)
+                        benchmark=_benchmark, folder=_folder, run_row=run_row, render=render)
 
 
 def main(argv: list[str] | None = None) -> int:

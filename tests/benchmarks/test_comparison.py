@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -42,8 +43,8 @@ def test_earlier_runs_fill_in_only_what_this_invocation_lacks():
 
 
 def test_finished_only_with_merge_renders_the_earlier_table(tmp_path, monkeypatch):
-    monkeypatch.setattr(hrda, "COMPARISON", hrda.COMPARISON.__class__(
-        **{**hrda.COMPARISON.__dict__, "benchmark": lambda out: out / "benchmark_512"}))
+    monkeypatch.setattr(hrda, "COMPARISON", dataclasses.replace(hrda.COMPARISON,
+                                                                benchmark=lambda out: out / "benchmark_512"))
     earlier = tmp_path / "earlier.json"
     earlier.write_text(json.dumps({"meta": {"date": "2026-12-01", "command": "old"},
                                    "runs": [_run("pretrained", "stage1", 0, 20.0),
