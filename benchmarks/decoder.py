@@ -1,21 +1,23 @@
-"""D's two decoders on the embedded benchmark: the segformer-style 1x1 fusion (the CPU preset's default)
-against DAFormer's context-aware fusion of all four encoder levels, for stage 1 and full ICCLD, in
-both regimes.
+"""D's two decoders on the embedded benchmark: the segformer-style 1x1 fusion (the CPU preset's default
+until this comparison chose DAFormer's) against DAFormer's context-aware fusion of all four encoder
+levels, for stage 1 and full ICCLD, in both regimes.
 
     python benchmarks/decoder.py --out /work/acc                  # both regimes, 3 seeds
     python benchmarks/decoder.py --regime scratch --seeds 0        # one run of each
 
-Each row is the regime's own config (``stage1.yaml``, ``stage2.yaml``) with, for the daformer rows,
-``model.decoder=daformer`` and ``model.skip_strides=[4,8,16,32]`` (DAFormer fuses strides 4 to 32); the
+Each row is the regime's own config (``stage1.yaml``, ``stage2.yaml``) with every setting the rows
+differ in spelled out, so a row means the same whatever the preset's default: the segformer rows
+``model.decoder=segformer`` with ``model.skip_strides=[4,8,16]``; the daformer rows
+``model.decoder=daformer`` with ``model.skip_strides=[4,8,16,32]`` (DAFormer fuses strides 4 to 32); the
 preset's width (``decoder_channels``) is kept; the ``_gn`` rows add ``model.decoder_norm=group``
-(GroupNorm in place of DAFormer's BatchNorm), the ``_tb`` rows ``method.teacher_norm=batch`` (DAFormer's
-teacher: its BatchNorm layers normalise the target batch by its own statistics; stage 2's pseudo-labels
-too). ICCLD starts from the stage-1 run of its own seed and decoder. The segformer rows are the run
-folders of ``benchmarks/accuracy.py`` and ``benchmarks/stage2_recipe.py`` under the same ``--out``
-(``stage1``, ``stage2_fixed``): finished runs are reused, not retrained (the loop and ``--merge`` are
-``benchmarks/comparison.py``'s). Every run is evaluated on target val and on the held-out test split
-(what is reported), with paired deltas by seed and the per-class IoU of the thin classes. Writes
-``benchmarks/results/decoder.json`` and the ``decoder`` section of ``docs/benchmarks.md``.
+(GroupNorm in place of DAFormer's BatchNorm); the ``_tb`` rows have ``method.teacher_norm=batch``
+(DAFormer's teacher: its BatchNorm layers normalise the target batch by its own statistics; stage 2's
+pseudo-labels too), the others ``running``. The ``_tb`` daformer rows are the CPU configs' defaults
+now. ICCLD starts from the stage-1 run of its own seed and decoder. Finished runs are reused, not
+retrained (the loop and ``--merge`` are ``benchmarks/comparison.py``'s). Every run is evaluated on
+target val and on the held-out test split (what is reported), with paired deltas by seed and the
+per-class IoU of the thin classes. Writes ``benchmarks/results/decoder.json`` and the ``decoder``
+section of ``docs/benchmarks.md``.
 """
 
 from __future__ import annotations
@@ -30,14 +32,15 @@ from accuracy import REGIMES, split_evaluation, train_one  # noqa: E402
 from common import RESULTS, markdown_table, mean_std_text  # noqa: E402
 from comparison import Comparison, provenance  # noqa: E402
 
-DAFORMER = ("model.decoder=daformer", "model.skip_strides=[4,8,16,32]")
+SEGFORMER = ("model.decoder=segformer", "model.skip_strides=[4,8,16]", "method.teacher_norm=running")
+DAFORMER = ("model.decoder=daformer", "model.skip_strides=[4,8,16,32]", "method.teacher_norm=running")
 DAFORMER_GN = (*DAFORMER, "model.decoder_norm=group")  # GroupNorm in BatchNorm's place
-DAFORMER_TB = (*DAFORMER, "method.teacher_norm=batch")  # BatchNorm; the EMA teacher on batch statistics
+DAFORMER_TB = (*DAFORMER[:2], "method.teacher_norm=batch")  # BatchNorm; the EMA teacher on batch statistics
 # row -> (label, run key, config, stage-1 row it starts from, overrides)
 ROWS = {
-    "stage1": ("stage 1, segformer decoder", "stage1", "stage1", None, ()),
+    "stage1": ("stage 1, segformer decoder", "stage1_segformer", "stage1", None, SEGFORMER),
     "stage1_daformer": ("stage 1, daformer decoder", "stage1_daformer", "stage1", None, DAFORMER),
-    "stage2": ("ICCLD, segformer decoder", "stage2_fixed", "stage2", "stage1", ()),
+    "stage2": ("ICCLD, segformer decoder", "stage2_segformer", "stage2", "stage1", SEGFORMER),
     "stage2_daformer": ("ICCLD, daformer decoder", "stage2_daformer", "stage2", "stage1_daformer", DAFORMER),
     "stage1_daformer_gn": ("stage 1, daformer decoder, GroupNorm", "stage1_daformer_gn", "stage1", None, DAFORMER_GN),
     "stage2_daformer_gn": ("ICCLD, daformer decoder, GroupNorm", "stage2_daformer_gn", "stage2", "stage1_daformer_gn",
@@ -72,9 +75,11 @@ def _paired(runs: list[dict], regime: str, a: str, b: str) -> list[float]:
 
 def render(result: dict) -> str:
     meta, runs = result["meta"], result["runs"]
-    lines = ["D's decoder (`benchmarks/decoder.py`): the CPU preset's segformer-style fusion against "
-             "DAFormer's context-aware fusion of strides 4-32 (`model.decoder=daformer`, same width); EMA "
-             "model, val beside the held-out test; deltas paired by seed, mean ± std over seeds.", "",
+    lines = ["D's decoder (`benchmarks/decoder.py`): the segformer-style fusion against DAFormer's "
+             "context-aware fusion of strides 4-32 (`model.decoder=daformer`, same width); EMA model, val "
+             "beside the held-out test; deltas paired by seed, mean ± std over seeds. The last two rows of "
+             "each regime (daformer, teacher on batch statistics) are the CPU configs' default since "
+             "this comparison.", "",
              provenance(meta, runs), ""]
     for regime in meta["regimes"]:
         lines += [f"**{REGIMES[regime][3]}**", ""]

@@ -202,8 +202,8 @@ def test_every_stage2_config_carries_the_one_recipe():
 MODEL_CHANGES = {
     "backbone": ("resnet-tiny", {}), "pretrained": ("some/weights", {}), "norm_eval": (True, {}),
     "num_classes": (7, {}), "latent_channels": (8, {}), "latent_stride": (32, {}), "inter_coder": (False, {}),
-    "skip_strides": ([4, 8], {}), "decoder": ("daformer", {"skip_strides": [4, 8, 16, 32]}),
-    "decoder_channels": (32, {}), "decoder_norm": ("batch", {}), "dropout": (0.3, {}), "unet_channels": ([32], {}),
+    "skip_strides": ([4, 8], {"decoder": "segformer"}), "decoder": ("segformer", {}),
+    "decoder_channels": (32, {}), "decoder_norm": ("group", {}), "dropout": (0.3, {}), "unet_channels": ([32], {}),
     "unet_layers_per_block": (1, {}), "unet_attention": (True, {"unet_mid_block": True}),
     "unet_mid_block": (True, {}), "unet_norm_groups": (2, {}), "latent_norm": (False, {}),
     "denoiser_residual": (False, {}), "num_train_timesteps": (500, {}), "beta_schedule": ("linear", {}),

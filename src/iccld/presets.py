@@ -1,7 +1,8 @@
 """Named model configurations.
 
-- ``cpu``: a tiny MiT and U-Net for the synthetic benchmark and the tests; a forward and backward
-  pass of the stage-1 path on 2 images of 128 x 128 takes tens of milliseconds on 2 CPU cores.
+- ``cpu``: a tiny MiT, DAFormer's decoder at width 64 and a tiny U-Net for the synthetic benchmark and
+  the tests; a forward and backward pass of the stage-1 path on 2 images of 128 x 128 takes tens of
+  milliseconds on 2 CPU cores.
   eps_theta runs on 8 x 8 latents there, where its cost is per-op overhead rather than arithmetic,
   so its U-Net has a single resolution level (no down/upsampling), one ResNet block per block and
   no middle block: 3 ResNet blocks per call. Its receptive field still covers a whole 128 x 128 crop
@@ -22,7 +23,10 @@ PRESETS: dict[str, ModelConfig] = {
         backbone="mit-tiny",
         latent_channels=16,
         latent_stride=16,
-        skip_strides=[4, 8, 16],
+        skip_strides=[4, 8, 16, 32],
+        # DAFormer's context-aware fusion of all four levels, 64 wide: chosen on val over the segformer-style
+        # head in both regimes (with method.teacher_norm: batch; docs/benchmarks.md, "D's decoder")
+        decoder="daformer",
         decoder_channels=64,
         # one level of 16 channels (4 GroupNorm groups) and one ResNet block on the 16 x 8 latent:
         # there a U-Net call costs per operation, not per channel, and K=4 calls must cost <= 0.3x

@@ -117,8 +117,8 @@ def test_forward_on_both_paths_for_every_backbone(backbone):
 
 
 def test_without_the_inter_coder_connection_d_sees_the_latent_alone():
-    cfg = load_config(REPO / "configs/synthetic/stage1_no_intercoder.yaml", ["model.decoder=daformer"]).model
-    assert not cfg.inter_coder and cfg.skip_strides == [4, 8, 16]  # the four-level rule is for the skips only
+    cfg = load_config(REPO / "configs/synthetic/stage1_no_intercoder.yaml", ["model.skip_strides=[4,8,16]"]).model
+    assert not cfg.inter_coder and cfg.decoder == "daformer"  # the four-level rule is for the skips only
     torch.manual_seed(0)
     model = build_model_from_config(cfg).eval()
     assert model.decoder.num_skips == 0 and len(model.decoder.skip_projs) == 0
@@ -164,7 +164,8 @@ def test_decoder_norm_swaps_every_norm_layer_and_keeps_the_parameters():
     parameter count, no running statistics, each image normalised by itself: a batch of two gives
     each image the logits it gets alone, in train mode too); =batch gives the segformer decoder
     SegFormer's BatchNorm; "" keeps each decoder's own."""
-    base = dataclasses.replace(preset("cpu"), decoder="daformer", skip_strides=[4, 8, 16, 32])
+    base = preset("cpu")
+    assert (base.decoder, base.skip_strides) == ("daformer", [4, 8, 16, 32])
 
     def build(**changes):
         torch.manual_seed(0)
@@ -188,8 +189,9 @@ def test_decoder_norm_swaps_every_norm_layer_and_keeps_the_parameters():
         both = gn.decode(z0, skips, (64, 64))
         one = gn.decode(z0[:1], [s[:1] for s in skips], (64, 64))
     assert torch.allclose(both[:1], one, atol=1e-5)
-    seg = dataclasses.replace(preset("cpu"), decoder_norm="batch")
-    assert isinstance(build_model_from_config(seg, load_weights=False).decoder.fuse[1], nn.BatchNorm2d)
-    assert isinstance(build_model_from_config(preset("cpu"), load_weights=False).decoder.fuse[1], nn.GroupNorm)
+    seg = dataclasses.replace(base, decoder="segformer", skip_strides=[4, 8, 16])
+    assert isinstance(build_model_from_config(seg, load_weights=False).decoder.fuse[1], nn.GroupNorm)
+    seg_bn = dataclasses.replace(seg, decoder_norm="batch")
+    assert isinstance(build_model_from_config(seg_bn, load_weights=False).decoder.fuse[1], nn.BatchNorm2d)
     with pytest.raises(ConfigError, match="model.decoder_norm: 'layer' is not one of batch, group"):
         load_config(None, ["model.decoder_norm=layer"])

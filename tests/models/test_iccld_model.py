@@ -36,7 +36,7 @@ def test_shapes_for_any_input_size(model, hw):
         z0, skips = model.encode(x)
         assert z0.shape == (2, 16, math.ceil(H / 16), math.ceil(W / 16))
         assert [tuple(s.shape) for s in skips] == [
-            (2, c, math.ceil(H / s), math.ceil(W / s)) for c, s in zip((16, 32, 64), (4, 8, 16))]
+            (2, c, math.ceil(H / s), math.ceil(W / s)) for c, s in zip((16, 32, 64, 128), (4, 8, 16, 32))]
         assert model.decode(z0, skips, (H, W)).shape == (2, 19, H, W)
         assert model.diffusion.denoise(z0, z0, 500).shape == z0.shape
         assert model.sample(z0, generator=torch.Generator().manual_seed(0)).shape == z0.shape

@@ -30,6 +30,10 @@ ITERS = 3
 GLOBAL_BATCH = 2
 NO_RANDOMNESS = ["model.dropout=0", "method.mix=none", "method.color_jitter_p=1", "method.blur=false",
                  "method.pl_crop_top=0", "method.pl_crop_bottom=0", "trainer.eval_max_images=2"]
+# BatchNorm normalises each process's share of the batch on CPU processes (torch synchronises it on GPUs
+# only: iccld.training.distributed.sync_batchnorm), so the exact comparison runs the BatchNorm-free
+# segformer decoder in place of the CPU preset's daformer one
+NO_BATCHNORM = ["model.decoder=segformer", "model.skip_strides=[4,8,16]"]
 
 
 class _SameDraws:
@@ -50,7 +54,7 @@ class _SameDraws:
 
 
 def build(config_name: str, run_dir: Path, bench: Path, extra: list[str]) -> Trainer:
-    overrides = tiny_overrides(bench, iters=ITERS) + NO_RANDOMNESS + extra + [
+    overrides = tiny_overrides(bench, iters=ITERS) + NO_RANDOMNESS + NO_BATCHNORM + extra + [
         f"trainer.batch_size={GLOBAL_BATCH}"]  # the global batch: each process takes its share
     trainer = Trainer(load_config(CONFIGS / "synthetic" / config_name, overrides), run_dir, progress=False)
     for module in trainer.method.modules():  # MiT's stochastic depth (drop_path_rate 0.1)

@@ -86,6 +86,29 @@ def test_fp16_overflow_on_one_process_skips_the_step_on_every_process(runs):
     assert _max_difference(rank0["model"], rank1["model"]) == 0.0
 
 
+def test_batchnorm_becomes_syncbatchnorm_on_gpus_only():
+    """On several GPU processes D's BatchNorm layers normalise the global batch (the DDP comparison
+    above runs without BatchNorm: CPU processes cannot synchronise it)."""
+    from iccld.io import build_model_from_config
+    from iccld.presets import preset
+    from iccld.training.distributed import sync_batchnorm
+
+    torch.manual_seed(0)
+    model = build_model_from_config(preset("cpu"), load_weights=False)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    params = [id(p) for p in model.parameters()]
+    assert sync_batchnorm(model, torch.device("cpu")) == 0
+    layers = sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    assert layers == 8  # the daformer decoder's: its ASPP branches (1 + 3 x 2) and the bottleneck
+    assert sync_batchnorm(model, torch.device("cuda", 0)) == layers  # converting needs no GPU, running does
+    assert sum(isinstance(m, torch.nn.SyncBatchNorm) for m in model.modules()) == layers
+    assert not any(type(m) is torch.nn.BatchNorm2d for m in model.modules())
+    assert [id(p) for p in model.parameters()] == params  # the optimiser's parameters, unchanged
+    after = model.state_dict()
+    assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)
+    assert sync_batchnorm(model, torch.device("cuda", 0)) == 0  # once only
+
+
 def test_auto_precision_is_bf16_only_on_gpus_with_native_bf16(monkeypatch):
     from iccld.training.trainer import resolve_precision
 

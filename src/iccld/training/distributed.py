@@ -43,6 +43,22 @@ class _Objective(nn.Module):
         return out.losses, out.critic_inputs, out.logged  # plain dicts, which DDP searches for tensors
 
 
+def sync_batchnorm(trainable: nn.Module, device: torch.device) -> int:
+    """On a GPU, every BatchNorm layer below ``trainable`` becomes a SyncBatchNorm (the same weights,
+    running statistics and state-dict keys; the parameters stay the same objects, so the optimiser
+    keeps them). Returns how many were converted; 0 on CPU, where torch cannot synchronise them."""
+    if device.type != "cuda":
+        return 0
+    count = 0
+    for name, child in list(trainable.named_children()):
+        if isinstance(child, nn.modules.batchnorm._BatchNorm) and not isinstance(child, nn.SyncBatchNorm):
+            setattr(trainable, name, nn.SyncBatchNorm.convert_sync_batchnorm(child))
+            count += 1
+        else:
+            count += sync_batchnorm(child, device)
+    return count
+
+
 class SyncedLosses:
     """``losses(loss_fn, *args)``: ``loss_fn(*args)`` as a :class:`StepOutput`; on several processes
     through DDP, which averages the gradients of ``trainable``'s parameters during backward.
@@ -53,12 +69,16 @@ class SyncedLosses:
     instead of waiting for them. Frozen parameters (stage 2's E, requires_grad False) are not part
     of DDP at all. ``gradient_as_bucket_view``: the gradients live in DDP's all-reduce buckets, no
     second copy (unused parameters still keep None, checked with ``zero_grad(set_to_none=True)``).
-    DDP broadcasts buffers from process 0 before each forward (the networks hold no running
-    statistics today; this keeps any they gain equal)."""
+    DDP broadcasts buffers from process 0 before each forward, so BatchNorm running statistics stay
+    equal. BatchNorm layers (DAFormer's decoder, the BatchNorm encoders) normalise by the whole global
+    batch on GPUs: :func:`sync_batchnorm` makes them SyncBatchNorm, so N GPUs of batch b train as one of
+    batch N·b. On CPU processes (gloo) torch has no SyncBatchNorm: each process normalises its own
+    share, and only networks without BatchNorm in training match one process exactly."""
 
     def __init__(self, trainable: nn.Module, *, find_unused: bool, world_size: int, device: torch.device):
         self.ddp = None
         if world_size > 1:
+            sync_batchnorm(trainable, device)
             device_ids = [device.index] if device.type == "cuda" else None
             self.ddp = nn.parallel.DistributedDataParallel(_Objective(trainable), device_ids=device_ids,
                                                            find_unused_parameters=find_unused,
