@@ -79,6 +79,14 @@ ROWS = METHODS + PRETRAINED_ROWS  # what the summaries and tables look for, in t
 DEFAULT_WEIGHTS = REPO.parent / "shared" / "weights" / "mobilenet_v2_1.0_224"
 QUICK_FACTOR = 0.4  # --quick: this share of every schedule
 REPORT_SPLIT = "test"  # the held-out split the table reports; val is where settings were chosen
+# what a table measured with each decoder is, said above it
+DECODER_NOTES = {
+    "segformer": "Measured with the segformer-style decoder, the CPU configs' default until 2026-12-06; they now "
+                 "use DAFormer's decoder with its teacher on batch statistics, chosen on val (\"D's decoder\" "
+                 "below). Rerun the script to measure the current default.",
+    "daformer": "Measured with the CPU configs' current default: DAFormer's decoder over all four levels, its "
+                "teacher on batch statistics (`method.teacher_norm: batch`).",
+}
 
 
 def train_one(bench: Path, runs: Path, key: str, config_name: str, stage1: str | None, seed: int,
@@ -285,15 +293,18 @@ def render(result: dict) -> str:
     per_class = markdown_table(["method"] + classes, per_class_rows)
     meta = result["meta"]
     regime = meta.get("regime", "scratch")
+    decoder = meta.get("decoder", "segformer")  # results written before the field existed: segformer's
     return "\n".join([
         "## Accuracy on the embedded benchmark" + (", ImageNet-pretrained encoder" if regime == "pretrained" else
-                                                   ", encoders trained from scratch"),
+                                                   ", encoders trained from scratch") + f", {decoder} decoder",
+        "",
+        DECODER_NOTES.get(decoder, ""),
         "",
         f"Target **test** mIoU (%, 19 classes, classes absent from both prediction and ground truth left out) on the "
         f"synthetic GTA5-like -> Cityscapes-like benchmark (2,000 source / 1,000 target train / 300 target val / "
         f"300 held-out target test images at 256x128, generator seed 0; every setting was chosen on val, shown "
         f"beside), "
-        f"encoder: {REGIMES[regime][3]}, CPU schedules{' at ' + str(int(QUICK_FACTOR * 100)) + '% of their schedules (--quick)' if meta['quick'] else ''}, "
+        f"encoder: {REGIMES[regime][3]}, D: the {decoder} decoder, CPU schedules{' at ' + str(int(QUICK_FACTOR * 100)) + '% of their schedules (--quick)' if meta['quick'] else ''}, "
         f"seeds {', '.join(map(str, seeds))}; "
         + ("mean ± standard deviation over seeds" if len(seeds) > 1 else
            "**one seed only, so no spread is reported** (the script's default is 3 seeds)")
@@ -334,6 +345,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="results file (default: benchmarks/results/accuracy.json, "
                                        "accuracy_pretrained.json for --regime pretrained)")
     parser.add_argument("--no-doc", action="store_true", help="do not touch docs/benchmarks.md")
+    parser.add_argument("--section", help="the docs/benchmarks.md section to write (default: accuracy, "
+                                          "accuracy_pretrained for --regime pretrained)")
     args = parser.parse_args(argv)
 
     from iccld.data.synthetic import generate
@@ -378,9 +391,12 @@ def main(argv: list[str] | None = None) -> int:
                          "per_class": test["ema"]["per_class"], "per_class_model": test["model"]["per_class"],
                          "inference_path": r["inference_path"], "iterations": r["iteration"],
                          "seconds": r["seconds"]})
+    from iccld.config import load_config
+
     result = {
         "meta": {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "quick": args.quick, "schedule": args.schedule,
                  "regime": args.regime, "weights": args.weights if args.regime == "pretrained" else None,
+                 "decoder": load_config(configs / "stage1.yaml").model.decoder,
                  "seeds": args.seeds, "machine": machine_info("cpu"),
                  "command": " ".join(["python benchmarks/accuracy.py", *(argv if argv is not None else sys.argv[1:])]),
                  "minutes": round((time.time() - started) / 60, 1)},
@@ -390,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
     result["meta"]["machine"].setdefault("torch", __import__("torch").__version__)
     write_json(Path(args.json or default_json), result)
     if not args.no_doc and args.schedule == 1.0:  # a scaled schedule's table is rendered by schedule.py
-        write_section(section, render(result))
+        write_section(args.section or section, render(result))
     print(render(result))
     return 0
 

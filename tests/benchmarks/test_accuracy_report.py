@@ -62,6 +62,15 @@ def test_findings_put_val_beside_test_and_say_when_a_val_choice_loses_on_test():
                                       "command": "x", "minutes": 1}})
     assert "| ICCLD (full) | direct | 16.20 ± 0.28 | 16.20 ± 0.28 | 16.0 / 16.4 | 18.00 ± 0.00 |" in table
     assert "Target **test** mIoU" in table
+    # results written before meta named the decoder were measured with segformer, and say so
+    assert "from scratch, segformer decoder\n\nMeasured with the segformer-style decoder, the CPU configs' default " \
+           "until 2026-12-06" in table
+    meta = {"quick": False, "date": "d", "machine": {"cpu": "c", "usable_cores": 2}, "command": "x", "minutes": 1,
+            "decoder": "daformer"}
+    table = accuracy.render({"summary": summary, "runs": [{**r, "inference_path": "direct", "per_class": {"road": 1.0}}
+                                                          for r in runs], "meta": meta})
+    assert "from scratch, daformer decoder\n\nMeasured with the CPU configs' current default" in table
+    assert "D: the daformer decoder" in table and "segformer" not in table
 
 def _accuracy_runs() -> list[dict]:
     ema = {"source_only": (8.0, 9.0, 10.0), "oracle": (26.0, 24.0, 25.0), "stage1": (16.0, 17.0, 15.0),
