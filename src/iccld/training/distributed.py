@@ -49,14 +49,10 @@ def sync_batchnorm(trainable: nn.Module, device: torch.device) -> int:
     keeps them). Returns how many were converted; 0 on CPU, where torch cannot synchronise them."""
     if device.type != "cuda":
         return 0
-    count = 0
-    for name, child in list(trainable.named_children()):
-        if isinstance(child, nn.modules.batchnorm._BatchNorm) and not isinstance(child, nn.SyncBatchNorm):
-            setattr(trainable, name, nn.SyncBatchNorm.convert_sync_batchnorm(child))
-            count += 1
-        else:
-            count += sync_batchnorm(child, device)
-    return count
+    plain = [m for m in trainable.modules()
+             if isinstance(m, nn.modules.batchnorm._BatchNorm) and not isinstance(m, nn.SyncBatchNorm)]
+    nn.SyncBatchNorm.convert_sync_batchnorm(trainable)  # replaces them in place below the top module
+    return len(plain)
 
 
 class SyncedLosses:
